@@ -1,0 +1,442 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * slsvirt: guest driver for the slsvirt-pci device (1af4:10f0).
+ *
+ * The device lets a guest ask its host for a durability barrier: PERSIST
+ * returns once every guest memory write made before the call is part of a
+ * durable checkpoint (an "epoch"). Register layout: include/slsvirt/hw.h.
+ * Userspace interface (/dev/slsvirt ioctls): include/uapi/linux/slsvirt.h.
+ *
+ * Lifetime: struct slsvirt_dev is reference counted. The PCI binding holds
+ * one reference (dropped by a devres action that runs after the IRQ has been
+ * freed), and every open file holds one. On removal the device is marked
+ * gone under cmd_lock, waiters are woken with -ENODEV and the misc device is
+ * deregistered; files that stay open afterwards get -ENODEV and never touch
+ * the (by then unmapped) registers.
+ */
+
+#include <linux/fs.h>
+#include <linux/interrupt.h>
+#include <linux/io.h>
+#include <linux/io-64-nonatomic-lo-hi.h>
+#include <linux/kref.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/pci.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/uaccess.h>
+#include <linux/wait.h>
+
+#include <linux/slsvirt.h>	/* repo include/uapi (ccflags -I) */
+#include <slsvirt/hw.h>		/* repo include (ccflags -I) */
+
+#define DRV_NAME "slsvirt"
+
+/*
+ * A waiter re-reads the epoch registers itself this often, in case an
+ * interrupt is lost (e.g. a device that does not re-raise its vector after
+ * a restore). Finding progress that way is reported once: it is a device bug.
+ */
+#define SLSVIRT_POLL_INTERVAL	(HZ)
+
+struct slsvirt_dev {
+	struct kref ref;
+	struct pci_dev *pdev;
+	void __iomem *regs;		/* valid while !gone; access under cmd_lock or from the IRQ */
+	struct miscdevice misc;
+
+	/*
+	 * cmd_lock serialises a doorbell with the read of its result (hw.h
+	 * contract) and every register access from process context against
+	 * removal: whoever holds it and sees !gone may touch regs.
+	 */
+	struct mutex cmd_lock;
+	bool gone;			/* written under cmd_lock and epoch_lock */
+
+	/* Epoch progress as last read from the device; under epoch_lock. */
+	spinlock_t epoch_lock;
+	u64 durable_epoch;
+	u64 failed_epoch;
+	wait_queue_head_t epoch_wq;
+	atomic_t irq_count;		/* interrupts seen; tells a lost one from a late one */
+};
+
+static void slsvirt_release(struct kref *ref)
+{
+	struct slsvirt_dev *sdev = container_of(ref, struct slsvirt_dev, ref);
+
+	pci_dev_put(sdev->pdev);
+	kfree(sdev);
+}
+
+static void slsvirt_put(struct slsvirt_dev *sdev)
+{
+	kref_put(&sdev->ref, slsvirt_release);
+}
+
+static void slsvirt_put_action(void *data)
+{
+	slsvirt_put(data);
+}
+
+/* Caller holds cmd_lock with !gone, or is the IRQ handler. */
+static void slsvirt_refresh_epochs(struct slsvirt_dev *sdev)
+{
+	u64 durable = readq(sdev->regs + SLSVIRT_REG_DURABLE_EPOCH);
+	u64 failed = readq(sdev->regs + SLSVIRT_REG_FAILED_EPOCH);
+	unsigned long flags;
+
+	spin_lock_irqsave(&sdev->epoch_lock, flags);
+	sdev->durable_epoch = durable;
+	sdev->failed_epoch = failed;
+	spin_unlock_irqrestore(&sdev->epoch_lock, flags);
+}
+
+static irqreturn_t slsvirt_irq(int irq, void *data)
+{
+	struct slsvirt_dev *sdev = data;
+
+	/* Registers stay mapped until after free_irq(), even once gone. */
+	slsvirt_refresh_epochs(sdev);
+	atomic_inc(&sdev->irq_count);
+	wake_up_all(&sdev->epoch_wq);
+	return IRQ_HANDLED;
+}
+
+enum slsvirt_wait_result {
+	SLSVIRT_PENDING,
+	SLSVIRT_DURABLE,
+	SLSVIRT_FAILED,
+	SLSVIRT_GONE,
+};
+
+static enum slsvirt_wait_result slsvirt_epoch_state(struct slsvirt_dev *sdev,
+						    u64 target, u64 *durable)
+{
+	enum slsvirt_wait_result res = SLSVIRT_PENDING;
+	unsigned long flags;
+
+	spin_lock_irqsave(&sdev->epoch_lock, flags);
+	*durable = sdev->durable_epoch;
+	if (sdev->durable_epoch >= target)
+		res = SLSVIRT_DURABLE;
+	else if (sdev->failed_epoch >= target)
+		res = SLSVIRT_FAILED;
+	else if (sdev->gone)
+		res = SLSVIRT_GONE;
+	spin_unlock_irqrestore(&sdev->epoch_lock, flags);
+	return res;
+}
+
+/*
+ * Ring the PERSIST doorbell and return the epoch that covers every write
+ * made before it, or a negative errno.
+ */
+static s64 slsvirt_persist_doorbell(struct slsvirt_dev *sdev)
+{
+	struct device *dev = &sdev->pdev->dev;
+	u32 status;
+	u64 target;
+	s64 ret;
+
+	if (mutex_lock_interruptible(&sdev->cmd_lock))
+		return -ERESTARTSYS;
+	if (sdev->gone) {
+		ret = -ENODEV;
+		goto out_unlock;
+	}
+
+	writel(SLSVIRT_CMD_PERSIST, sdev->regs + SLSVIRT_REG_CMD);
+	status = readl(sdev->regs + SLSVIRT_REG_CMD_STATUS);
+	target = readq(sdev->regs + SLSVIRT_REG_TARGET_EPOCH);
+	/* The epoch may already be settled: the IRQ came before target was known. */
+	slsvirt_refresh_epochs(sdev);
+
+	switch (status) {
+	case SLSVIRT_ST_OK:
+		if (target == 0 || target > S64_MAX) {
+			dev_warn_ratelimited(dev, "device returned invalid target epoch %llu\n",
+					     target);
+			ret = -EIO;
+		} else {
+			ret = target;
+		}
+		break;
+	case SLSVIRT_ST_NOT_CHECKPOINTING:
+		ret = -EIO;
+		break;
+	case SLSVIRT_ST_INVALID:
+		dev_warn_ratelimited(dev, "device rejected PERSIST command\n");
+		ret = -EIO;
+		break;
+	default:
+		dev_warn_ratelimited(dev, "unknown command status %u\n", status);
+		ret = -EIO;
+		break;
+	}
+
+out_unlock:
+	mutex_unlock(&sdev->cmd_lock);
+	return ret;
+}
+
+/* Re-read the epoch registers from process context (lost-interrupt fallback). */
+static void slsvirt_poll_epochs(struct slsvirt_dev *sdev, u64 target, int irqs_before)
+{
+	u64 durable;
+
+	mutex_lock(&sdev->cmd_lock);
+	if (!sdev->gone &&
+	    slsvirt_epoch_state(sdev, target, &durable) == SLSVIRT_PENDING) {
+		slsvirt_refresh_epochs(sdev);
+		if (slsvirt_epoch_state(sdev, target, &durable) != SLSVIRT_PENDING &&
+		    atomic_read(&sdev->irq_count) == irqs_before)
+			dev_warn_once(&sdev->pdev->dev,
+				      "epoch %llu settled without an interrupt\n", target);
+	}
+	mutex_unlock(&sdev->cmd_lock);
+}
+
+static long slsvirt_ioctl_persist(struct slsvirt_dev *sdev, void __user *uarg)
+{
+	struct slsvirt_persist req;
+	enum slsvirt_wait_result res;
+	u64 durable;
+	long wret;
+	s64 target;
+	size_t i;
+
+	if (copy_from_user(&req, uarg, sizeof(req)))
+		return -EFAULT;
+	if (req.flags || req.reserved0)
+		return -EINVAL;
+	for (i = 0; i < ARRAY_SIZE(req.reserved); i++)
+		if (req.reserved[i])
+			return -EINVAL;
+
+	target = slsvirt_persist_doorbell(sdev);
+	if (target < 0)
+		return target;
+
+	/* Concurrent callers share epochs: the device coalesces requests. */
+	for (;;) {
+		int irqs_before = atomic_read(&sdev->irq_count);
+
+		wret = wait_event_interruptible_timeout(sdev->epoch_wq,
+				slsvirt_epoch_state(sdev, target, &durable) != SLSVIRT_PENDING,
+				SLSVIRT_POLL_INTERVAL);
+		if (wret < 0)
+			return wret;	/* -ERESTARTSYS */
+		if (wret > 0)
+			break;
+		slsvirt_poll_epochs(sdev, target, irqs_before);
+	}
+
+	res = slsvirt_epoch_state(sdev, target, &durable);
+	switch (res) {
+	case SLSVIRT_DURABLE:
+		break;
+	case SLSVIRT_FAILED:
+		return -EIO;
+	case SLSVIRT_GONE:
+		return -ENODEV;
+	case SLSVIRT_PENDING:
+	default:
+		/* Unreachable: the wait only ends once the state settled. */
+		return -EIO;
+	}
+
+	req.epoch = durable;
+	if (copy_to_user(uarg, &req, sizeof(req)))
+		return -EFAULT;
+	return 0;
+}
+
+static long slsvirt_ioctl_get_info(struct slsvirt_dev *sdev, void __user *uarg)
+{
+	struct slsvirt_info info;
+	u32 status;
+	size_t i;
+
+	if (copy_from_user(&info, uarg, sizeof(info)))
+		return -EFAULT;
+	if (info.flags)
+		return -EINVAL;
+	for (i = 0; i < ARRAY_SIZE(info.reserved); i++)
+		if (info.reserved[i])
+			return -EINVAL;
+
+	mutex_lock(&sdev->cmd_lock);
+	if (sdev->gone) {
+		mutex_unlock(&sdev->cmd_lock);
+		return -ENODEV;
+	}
+	info.dev_version = readl(sdev->regs + SLSVIRT_REG_VERSION);
+	status = readl(sdev->regs + SLSVIRT_REG_STATUS);
+	info.durable_epoch = readq(sdev->regs + SLSVIRT_REG_DURABLE_EPOCH);
+	info.current_epoch = readq(sdev->regs + SLSVIRT_REG_CURRENT_EPOCH);
+	mutex_unlock(&sdev->cmd_lock);
+
+	info.proto_version = SLSVIRT_API_VERSION;
+	info.host_status = 0;
+	if (status & SLSVIRT_STATUS_CHECKPOINTING)
+		info.host_status |= SLSVIRT_INFO_CHECKPOINTING;
+
+	if (copy_to_user(uarg, &info, sizeof(info)))
+		return -EFAULT;
+	return 0;
+}
+
+static long slsvirt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct slsvirt_dev *sdev = file->private_data;
+	void __user *uarg = (void __user *)arg;
+
+	switch (cmd) {
+	case SLSVIRT_IOC_GET_INFO:
+		return slsvirt_ioctl_get_info(sdev, uarg);
+	case SLSVIRT_IOC_PERSIST:
+		return slsvirt_ioctl_persist(sdev, uarg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+/* Called by misc_open() under misc_mtx, so the device is still registered. */
+static int slsvirt_open(struct inode *inode, struct file *file)
+{
+	struct slsvirt_dev *sdev = container_of(file->private_data,
+						struct slsvirt_dev, misc);
+
+	kref_get(&sdev->ref);
+	file->private_data = sdev;
+	return 0;
+}
+
+static int slsvirt_file_release(struct inode *inode, struct file *file)
+{
+	slsvirt_put(file->private_data);
+	return 0;
+}
+
+static const struct file_operations slsvirt_fops = {
+	.owner		= THIS_MODULE,
+	.open		= slsvirt_open,
+	.release	= slsvirt_file_release,
+	.unlocked_ioctl	= slsvirt_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.llseek		= noop_llseek,
+};
+
+static int slsvirt_probe(struct pci_dev *pdev, const struct pci_device_id *id)
+{
+	struct device *dev = &pdev->dev;
+	struct slsvirt_dev *sdev;
+	u32 magic, version, features;
+	int irq, ret;
+
+	ret = pcim_enable_device(pdev);
+	if (ret)
+		return dev_err_probe(dev, ret, "cannot enable PCI device\n");
+
+	if (pci_resource_len(pdev, SLSVIRT_BAR_REGS) < SLSVIRT_REGS_SIZE)
+		return dev_err_probe(dev, -ENODEV, "BAR%d too small\n", SLSVIRT_BAR_REGS);
+
+	sdev = kzalloc(sizeof(*sdev), GFP_KERNEL);
+	if (!sdev)
+		return -ENOMEM;
+	kref_init(&sdev->ref);
+	sdev->pdev = pci_dev_get(pdev);	/* for messages from files open after removal */
+	mutex_init(&sdev->cmd_lock);
+	spin_lock_init(&sdev->epoch_lock);
+	init_waitqueue_head(&sdev->epoch_wq);
+	/* Registered before the IRQ, so it runs after free_irq() on unbind. */
+	ret = devm_add_action_or_reset(dev, slsvirt_put_action, sdev);
+	if (ret)
+		return ret;
+
+	sdev->regs = pcim_iomap_region(pdev, SLSVIRT_BAR_REGS, DRV_NAME);
+	if (IS_ERR(sdev->regs))
+		return dev_err_probe(dev, PTR_ERR(sdev->regs), "cannot map BAR%d\n",
+				     SLSVIRT_BAR_REGS);
+
+	magic = readl(sdev->regs + SLSVIRT_REG_MAGIC);
+	version = readl(sdev->regs + SLSVIRT_REG_VERSION);
+	if (magic != SLSVIRT_HW_MAGIC)
+		return dev_err_probe(dev, -ENODEV, "bad magic %#010x\n", magic);
+	if (version != SLSVIRT_HW_VERSION)
+		return dev_err_probe(dev, -ENODEV, "unsupported device version %u\n",
+				     version);
+	features = readl(sdev->regs + SLSVIRT_REG_FEATURES);
+
+	/* MSI-X writes are DMA. */
+	pci_set_master(pdev);
+
+	/* Managed by pcim_enable_device(): freed on unbind. */
+	ret = pci_alloc_irq_vectors(pdev, SLSVIRT_MSIX_VECTORS, SLSVIRT_MSIX_VECTORS,
+				    PCI_IRQ_MSIX);
+	if (ret < 0)
+		return dev_err_probe(dev, ret, "cannot allocate %d MSI-X vector(s)\n",
+				     SLSVIRT_MSIX_VECTORS);
+
+	irq = pci_irq_vector(pdev, SLSVIRT_VEC_EPOCH);
+	if (irq < 0)
+		return dev_err_probe(dev, irq, "no IRQ for MSI-X vector %d\n",
+				     SLSVIRT_VEC_EPOCH);
+	slsvirt_refresh_epochs(sdev);
+	ret = devm_request_irq(dev, irq, slsvirt_irq, 0, DRV_NAME, sdev);
+	if (ret)
+		return dev_err_probe(dev, ret, "cannot request IRQ %d\n", irq);
+
+	sdev->misc.minor = MISC_DYNAMIC_MINOR;
+	sdev->misc.name = SLSVIRT_DEV_NAME;
+	sdev->misc.fops = &slsvirt_fops;
+	sdev->misc.parent = dev;
+	pci_set_drvdata(pdev, sdev);
+	ret = misc_register(&sdev->misc);
+	if (ret)
+		return dev_err_probe(dev, ret, "cannot register /dev/%s\n",
+				     SLSVIRT_DEV_NAME);
+
+	dev_info(dev, "slsvirt device version %u, features %#x, status %#x, durable epoch %llu\n",
+		 version, features, readl(sdev->regs + SLSVIRT_REG_STATUS),
+		 sdev->durable_epoch);
+	return 0;
+}
+
+static void slsvirt_remove(struct pci_dev *pdev)
+{
+	struct slsvirt_dev *sdev = pci_get_drvdata(pdev);
+	unsigned long flags;
+
+	/* After this no process-context path touches the registers. */
+	mutex_lock(&sdev->cmd_lock);
+	spin_lock_irqsave(&sdev->epoch_lock, flags);
+	sdev->gone = true;
+	spin_unlock_irqrestore(&sdev->epoch_lock, flags);
+	mutex_unlock(&sdev->cmd_lock);
+	wake_up_all(&sdev->epoch_wq);
+
+	misc_deregister(&sdev->misc);
+	/* devres then frees the IRQ, vectors and mapping, and drops our reference. */
+}
+
+static const struct pci_device_id slsvirt_ids[] = {
+	{ PCI_DEVICE(SLSVIRT_PCI_VENDOR_ID, SLSVIRT_PCI_DEVICE_ID) },
+	{ }
+};
+MODULE_DEVICE_TABLE(pci, slsvirt_ids);
+
+static struct pci_driver slsvirt_driver = {
+	.name		= DRV_NAME,
+	.id_table	= slsvirt_ids,
+	.probe		= slsvirt_probe,
+	.remove		= slsvirt_remove,
+};
+module_pci_driver(slsvirt_driver);
+
+MODULE_DESCRIPTION("slsvirt single-level-store persistence barrier device");
+MODULE_AUTHOR("slsvirt project");
+MODULE_LICENSE("GPL");

@@ -1,0 +1,114 @@
+// On-disk layout of a segment file (one epoch). docs/store-format.md is the
+// authoritative description; keep the two in step. All integers little-endian.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace slsvirt::fmt {
+
+inline constexpr char kFileMagic[8] = {'S', 'L', 'S', 'V', 'S', 'E', 'G', '\0'};
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kPageSize = 4096;
+inline constexpr uint32_t kAlign = 4096;	// every record starts 4096-aligned
+inline constexpr uint32_t kRecordMagic = 0x52534c53u;	// "SLSR"
+inline constexpr uint32_t kNameLen = 64;
+inline constexpr uint32_t kIdstrLen = 256;
+inline constexpr uint32_t kMaxBlocks = 64;
+inline constexpr uint32_t kMaxPagesPerRecord = 1024;
+// Device state is carried inline in protocol messages (64 MiB max payload),
+// so a segment never holds more than this.
+inline constexpr uint64_t kMaxDevstate = (64u << 20) - 256;
+
+enum RecordType : uint16_t {
+	kRecRamLayout = 1,
+	kRecPages = 2,
+	kRecDevstate = 3,
+	kRecCommit = 4,
+	kRecDiscard = 5,	// reserved: incremental epochs (ranges given back)
+	kRecDisk = 6,		// reserved: disk blocks
+};
+
+// Offset 0 of every segment; occupies the first 4096 bytes (rest zero).
+struct FileHeader {
+	char magic[8];		// kFileMagic
+	uint32_t format_version;	// kFormatVersion
+	uint32_t header_size;	// sizeof(FileHeader)
+	uint32_t page_size;	// kPageSize
+	uint32_t flags;		// 0
+	uint64_t epoch;
+	uint64_t parent_epoch;	// 0 = none (full epoch)
+	char vm_name[kNameLen];	// NUL-terminated
+	uint64_t created_realtime_ns;
+	uint64_t reserved[4];	// 0
+	uint32_t reserved2;	// 0
+	uint32_t header_crc;	// crc32c of all bytes before this field
+} __attribute__((packed));
+static_assert(sizeof(FileHeader) == 152);
+
+// Starts every record, at a 4096-aligned file offset.
+struct RecordHeader {
+	uint32_t magic;		// kRecordMagic
+	uint16_t type;		// RecordType
+	uint16_t flags;		// 0
+	uint64_t epoch;		// == FileHeader.epoch
+	uint64_t payload_length;	// bytes after this header (record padded to 4096 after)
+	uint32_t count;		// RAM_LAYOUT: blocks, PAGES: pages, else 0
+	uint32_t payload_crc;	// crc32c of the checked part of the payload (see type)
+	uint64_t reserved[3];	// 0
+	uint32_t reserved2;	// 0
+	uint32_t header_crc;	// crc32c of all bytes before this field
+} __attribute__((packed));
+static_assert(sizeof(RecordHeader) == 64);
+
+// RAM_LAYOUT payload: count x LayoutBlock; payload_crc covers all of it.
+struct LayoutBlock {
+	char idstr[kIdstrLen];	// NUL-terminated, unique within the layout
+	uint64_t length;	// bytes, multiple of kPageSize, > 0
+	uint64_t reserved;	// 0
+} __attribute__((packed));
+static_assert(sizeof(LayoutBlock) == 272);
+
+// PAGES payload: count x PageIndexEntry (payload_crc covers exactly these
+// count*16 bytes), zero padding up to the next 4096 boundary of the file,
+// then count x 4096 bytes of page data in index order.
+struct PageIndexEntry {
+	uint32_t block_id;	// index into RAM_LAYOUT
+	uint32_t page_crc;	// crc32c of the 4096 data bytes
+	uint64_t offset;	// byte offset inside the block, multiple of kPageSize
+} __attribute__((packed));
+static_assert(sizeof(PageIndexEntry) == 16);
+
+// COMMIT payload (payload_crc covers it). Written last, after every byte
+// before it is durable.
+struct CommitPayload {
+	uint64_t epoch;
+	uint64_t parent_epoch;
+	uint64_t epoch_flags;	// SLS_EPOCH_F_* as received
+	uint64_t nr_records;	// records before COMMIT
+	uint64_t nr_pages;
+	uint64_t page_bytes;	// nr_pages * 4096
+	uint64_t devstate_bytes;
+	uint64_t commit_offset;	// file offset of the COMMIT record == bytes before it
+	uint64_t capture_realtime_ns;
+	uint64_t stop_ns;
+	uint64_t commit_realtime_ns;
+	uint64_t reserved[5];	// 0
+} __attribute__((packed));
+static_assert(sizeof(CommitPayload) == 128);
+
+constexpr uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+// PAGES: payload offset of the page data for a record of n pages.
+constexpr uint64_t pages_data_offset(uint64_t n)
+{
+	return align_up(sizeof(RecordHeader) + n * sizeof(PageIndexEntry), kAlign) - sizeof(RecordHeader);
+}
+constexpr uint64_t pages_payload_length(uint64_t n) { return pages_data_offset(n) + n * kPageSize; }
+// Bytes a record with this payload occupies in the file.
+constexpr uint64_t record_span(uint64_t payload_length)
+{
+	return align_up(sizeof(RecordHeader) + payload_length, kAlign);
+}
+
+} // namespace slsvirt::fmt

@@ -1,0 +1,537 @@
+// slsvirtd connection handling: one thread and one io_uring per engine.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+
+#include "slsvirt/log.hpp"
+#include "slsvirt/proto_codec.hpp"
+#include "slsvirt/server.hpp"
+#include "slsvirt/store.hpp"
+
+namespace slsvirt {
+
+struct Server::Conn {
+	UniqueFd fd;
+	std::thread thread;
+	std::atomic<bool> done{false};
+	pid_t pid = 0;
+	uid_t uid = 0;
+};
+
+namespace {
+
+// A failure that ends the connection without a reply.
+struct Violation {
+	Status status;
+};
+
+Status send_all(int fd, const proto::Bytes &b)
+{
+	size_t done = 0;
+	while (done < b.size()) {
+		ssize_t n = ::send(fd, b.data() + done, b.size() - done, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno_error("send reply");
+		}
+		done += static_cast<size_t>(n);
+	}
+	return {};
+}
+
+// Receives exactly len bytes; SCM_RIGHTS fds that arrive are collected.
+// *eof_at_start is set when the peer closed before the first byte.
+Status recv_exact(int fd, unsigned char *buf, size_t len, std::vector<UniqueFd> &fds, bool *eof_at_start)
+{
+	size_t done = 0;
+	while (done < len) {
+		struct iovec iov = {buf + done, len - done};
+		alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 8)];
+		struct msghdr mh = {};
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		ssize_t n = ::recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno_error("recvmsg");
+		}
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+				size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+				for (size_t i = 0; i < nfd; i++) {
+					int f;
+					memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+					fds.emplace_back(f);
+				}
+			}
+		}
+		if (mh.msg_flags & MSG_CTRUNC)
+			return make_error(-EPROTO, "too many file descriptors attached (control data truncated)");
+		if (n == 0) {
+			if (done == 0 && eof_at_start) {
+				*eof_at_start = true;
+				return make_error(-ECONNRESET, "peer closed the connection");
+			}
+			return make_error(-EPROTO, "peer closed mid-message (%zu of %zu bytes)", done, len);
+		}
+		done += static_cast<size_t>(n);
+	}
+	return {};
+}
+
+uint64_t mono_ns()
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+class Session {
+public:
+	Session(int fd, const ServerConfig &cfg, std::mutex &mu, std::set<std::string> &active, pid_t pid)
+	    : fd_(fd), cfg_(cfg), mu_(mu), active_(active), pid_(pid)
+	{
+	}
+	~Session()
+	{
+		if (registered_) {
+			std::lock_guard lk(mu_);
+			active_.erase(vm_);
+		}
+	}
+
+	void run()
+	{
+		for (;;) {
+			proto::Header h;
+			proto::Bytes payload;
+			std::vector<UniqueFd> fds;
+			bool eof = false;
+			Status s = receive(h, payload, fds, &eof);
+			if (eof) {
+				SLS_LOG_INFO("%s: connection closed by peer", who().c_str());
+				return;
+			}
+			if (!s.ok())
+				return violation(s);
+			if (!handshaken_) {
+				if (h.type != SLS_MSG_HELLO)
+					return violation(make_error(-EPROTO, "first message is %s, expected HELLO",
+								    proto::type_name(h.type)));
+				if (!handle_hello(payload, fds))
+					return;
+				continue;
+			}
+			if (!fds.empty())
+				return violation(make_error(-EPROTO, "%s carries file descriptors",
+							    proto::type_name(h.type)));
+			bool keep = false;
+			if (h.type == SLS_MSG_EPOCH)
+				keep = handle_epoch(payload);
+			else if (h.type == SLS_MSG_RESTORE)
+				keep = handle_restore(payload);
+			else
+				return violation(make_error(-EPROTO, "unexpected %s from the engine",
+							    proto::type_name(h.type)));
+			if (!keep)
+				return;
+		}
+	}
+
+private:
+	std::string who() const
+	{
+		return strf("conn pid %d vm '%s'", static_cast<int>(pid_), vm_.empty() ? "?" : vm_.c_str());
+	}
+
+	void violation(const Status &s)
+	{
+		SLS_LOG_WARN("%s: protocol violation: %s; closing the connection", who().c_str(), s.message().c_str());
+	}
+
+	Status receive(proto::Header &h, proto::Bytes &payload, std::vector<UniqueFd> &fds, bool *eof)
+	{
+		unsigned char hb[proto::kHeaderSize];
+		SLS_TRY(recv_exact(fd_, hb, sizeof(hb), fds, eof));
+		auto hr = proto::decode_header(hb, version_);
+		if (!hr)
+			return hr.status();
+		h = *hr;
+		if (h.seq != recv_seq_ + 1)
+			return make_error(-EPROTO, "%s: sequence number %llu, expected %llu", proto::type_name(h.type),
+					  static_cast<unsigned long long>(h.seq),
+					  static_cast<unsigned long long>(recv_seq_ + 1));
+		recv_seq_ = h.seq;
+		payload.resize(h.length);
+		if (h.length)
+			SLS_TRY(recv_exact(fd_, payload.data(), h.length, fds, nullptr));
+		return proto::check_payload(h, payload);
+	}
+
+	Status send(const proto::Bytes &b) { return send_all(fd_, b); }
+
+	bool hello_fail(int code, const std::string &msg)
+	{
+		SLS_LOG_WARN("%s: HELLO rejected: %s", who().c_str(), msg.c_str());
+		Status s = send(proto::encode_hello_ack({code, SLS_PROTO_VERSION, 0, msg}, ++send_seq_));
+		(void)s.ok();	// the connection closes either way
+		return false;
+	}
+
+	bool handle_hello(const proto::Bytes &payload, std::vector<UniqueFd> &fds)
+	{
+		auto hr = proto::decode_hello(payload);
+		if (!hr)
+			return hello_fail(hr.code(), hr.message());
+		const proto::Hello &hello = *hr;
+		vm_ = hello.vm_name;
+		auto ver = proto::negotiate_version(hello);
+		if (!ver)
+			return hello_fail(ver.code(), ver.message());
+		if (fds.size() != 1)
+			return hello_fail(-EINVAL, strf("HELLO must carry exactly 1 fd, got %zu", fds.size()));
+		struct stat st;
+		if (fstat(fds[0].get(), &st) < 0)
+			return hello_fail(-errno, "fstat of the staging fd failed");
+		if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) < hello.staging_size)
+			return hello_fail(-EINVAL, strf("staging fd is %lld bytes (or not a file), HELLO says %llu",
+							static_cast<long long>(st.st_size),
+							static_cast<unsigned long long>(hello.staging_size)));
+		// A staging file that shrinks under us would SIGBUS the whole daemon.
+		int seals = fcntl(fds[0].get(), F_GET_SEALS);
+		if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+			if (fcntl(fds[0].get(), F_ADD_SEALS, F_SEAL_SHRINK) < 0)
+				SLS_LOG_WARN("%s: staging fd cannot be sealed against shrinking (%s); create it "
+					     "with MFD_ALLOW_SEALING",
+					     who().c_str(), strerror(errno));
+		}
+		{
+			std::lock_guard lk(mu_);
+			if (active_.count(vm_))
+				return hello_fail(-EBUSY, "VM '" + vm_ + "' is already connected");
+			active_.insert(vm_);
+			registered_ = true;
+		}
+		auto store = Store::open(cfg_.store_root, vm_, true);
+		if (!store)
+			return hello_fail(store.code(), store.message());
+		store_.emplace(std::move(*store));
+		auto map = Mapping::map_shared(fds[0].get(), hello.staging_size);
+		if (!map)
+			return hello_fail(map.code(), map.message());
+		staging_ = std::move(*map);
+		staging_fd_ = std::move(fds[0]);
+		for (const auto &b : hello.blocks)
+			blocks_.push_back({b.idstr, b.length, staging_.data() + b.staging_offset});
+		auto list = store_->list(ScanDepth::structure);
+		if (!list)
+			return hello_fail(list.code(), list.message());
+		for (const auto &si : *list)
+			if (si.status == SegmentStatus::valid)
+				valid_epochs_.push_back(si.epoch);
+		newest_ = valid_epochs_.empty() ? 0 : valid_epochs_.back();
+		version_ = static_cast<uint16_t>(*ver);
+		handshaken_ = true;
+		SLS_LOG_INFO("%s: HELLO ok: %zu RAM blocks, staging %llu bytes, newest epoch %llu", who().c_str(),
+			     blocks_.size(), static_cast<unsigned long long>(hello.staging_size),
+			     static_cast<unsigned long long>(newest_));
+		Status s = send(proto::encode_hello_ack({0, *ver, newest_, "ok"}, ++send_seq_));
+		if (!s.ok()) {
+			SLS_LOG_WARN("%s: %s", who().c_str(), s.message().c_str());
+			return false;
+		}
+		return true;
+	}
+
+	bool ack_epoch(uint64_t epoch, int status, uint64_t bytes, const std::string &msg)
+	{
+		if (uint64_t ms = cfg_.faults.delay_ack_ms()) {
+			struct timespec ts = {static_cast<time_t>(ms / 1000), static_cast<long>(ms % 1000) * 1000000};
+			nanosleep(&ts, nullptr);
+		}
+		Status s = send(proto::encode_epoch_ack({epoch, status, bytes, msg}, ++send_seq_));
+		if (!s.ok())
+			SLS_LOG_WARN("%s: %s", who().c_str(), s.message().c_str());
+		return s.ok();
+	}
+
+	bool handle_epoch(const proto::Bytes &payload)
+	{
+		auto er = proto::decode_epoch(payload);
+		if (!er) {
+			violation(er.status());
+			return false;
+		}
+		const proto::Epoch &e = *er;
+		const auto ep = static_cast<unsigned long long>(e.epoch);
+		if (!(e.flags & SLS_EPOCH_F_FULL)) {
+			SLS_LOG_WARN("%s: epoch %llu is incremental, not supported yet", who().c_str(), ep);
+			return ack_epoch(e.epoch, -EOPNOTSUPP, 0, "incremental epochs are not supported yet");
+		}
+		if (e.epoch <= newest_ || e.epoch <= last_epoch_) {
+			std::string m = strf("epoch %llu is not newer than epoch %llu", ep,
+					     static_cast<unsigned long long>(std::max(newest_, last_epoch_)));
+			SLS_LOG_WARN("%s: %s", who().c_str(), m.c_str());
+			return ack_epoch(e.epoch, -EINVAL, 0, m);
+		}
+		last_epoch_ = e.epoch;
+		EpochMeta meta{e.epoch, e.parent_epoch, e.flags, e.capture_realtime_ns, e.stop_ns};
+		auto wr = store_->write_epoch(meta, blocks_, e.devstate, cfg_.faults);
+		if (!wr) {
+			SLS_LOG_ERROR("%s: epoch %llu failed: %s", who().c_str(), ep, wr.message().c_str());
+			return ack_epoch(e.epoch, wr.code(), 0, wr.message());
+		}
+		SLS_LOG_INFO("vm %s epoch %llu durable: bytes=%llu pages=%llu zero_pages=%llu devstate=%llu "
+			     "write_ms=%.1f stop_ms=%.2f",
+			     vm_.c_str(), ep, static_cast<unsigned long long>(wr->file_bytes),
+			     static_cast<unsigned long long>(wr->nr_pages),
+			     static_cast<unsigned long long>(wr->zero_pages),
+			     static_cast<unsigned long long>(wr->devstate_bytes), wr->write_ns / 1e6, e.stop_ns / 1e6);
+		newest_ = e.epoch;
+		valid_epochs_.push_back(e.epoch);
+		if (Status r = store_->apply_retention(valid_epochs_, cfg_.retain); !r.ok())
+			SLS_LOG_WARN("%s: retention: %s", who().c_str(), r.message().c_str());
+		return ack_epoch(e.epoch, 0, wr->file_bytes, "durable");
+	}
+
+	void zero_staging()
+	{
+		if (fallocate(staging_fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+			      static_cast<off_t>(staging_.size())) == 0)
+			return;
+		memset(staging_.data(), 0, staging_.size());
+	}
+
+	bool handle_restore(const proto::Bytes &payload)
+	{
+		auto rr = proto::decode_restore(payload);
+		if (!rr) {
+			violation(rr.status());
+			return false;
+		}
+		const uint64_t t0 = mono_ns();
+		zero_staging();
+		auto lr = store_->load(rr->epoch, blocks_, false);
+		proto::Bytes reply;
+		if (!lr) {
+			SLS_LOG_ERROR("%s: restore of epoch %llu failed: %s", who().c_str(),
+				      static_cast<unsigned long long>(rr->epoch), lr.message().c_str());
+			reply = proto::encode_restore_ack({rr->epoch, lr.code(), lr.message(), {}}, ++send_seq_);
+		} else {
+			SLS_LOG_INFO("vm %s restored epoch %llu: pages=%llu devstate=%zu load_ms=%.1f", vm_.c_str(),
+				     static_cast<unsigned long long>(lr->info.epoch),
+				     static_cast<unsigned long long>(lr->pages_loaded), lr->devstate.size(),
+				     (mono_ns() - t0) / 1e6);
+			reply = proto::encode_restore_ack({lr->info.epoch, 0, "ok", lr->devstate}, ++send_seq_);
+		}
+		Status s = send(reply);
+		if (!s.ok())
+			SLS_LOG_WARN("%s: %s", who().c_str(), s.message().c_str());
+		return s.ok();
+	}
+
+	int fd_;
+	const ServerConfig &cfg_;
+	std::mutex &mu_;
+	std::set<std::string> &active_;
+	pid_t pid_;
+	std::string vm_;
+	bool registered_ = false;
+	bool handshaken_ = false;
+	uint16_t version_ = 0;
+	uint64_t recv_seq_ = 0, send_seq_ = 0;
+	std::optional<Store> store_;
+	UniqueFd staging_fd_;
+	Mapping staging_;
+	std::vector<RamBlockMem> blocks_;
+	std::vector<uint64_t> valid_epochs_;
+	uint64_t newest_ = 0, last_epoch_ = 0;
+};
+
+} // namespace
+
+Server::Server(ServerConfig cfg) : cfg_(std::move(cfg)) {}
+
+Server::~Server() { stop(); }
+
+Status Server::listen()
+{
+	if (cfg_.socket_path.size() >= sizeof(sockaddr_un::sun_path))
+		return make_error(-ENAMETOOLONG, "socket path too long: %s", cfg_.socket_path.c_str());
+	auto slash = cfg_.socket_path.rfind('/');
+	if (slash != std::string::npos && slash > 0) {
+		std::string dir = cfg_.socket_path.substr(0, slash);
+		struct stat st;
+		bool existed = ::stat(dir.c_str(), &st) == 0;
+		SLS_TRY(make_dirs(dir, 0700));
+		if (!existed && ::chmod(dir.c_str(), 0700) < 0)
+			return errno_error("chmod 0700 " + dir);
+	}
+	sockaddr_un addr{};
+	addr.sun_family = AF_UNIX;
+	memcpy(addr.sun_path, cfg_.socket_path.c_str(), cfg_.socket_path.size());
+	// A socket file left behind by a dead daemon is removed; a live one is not.
+	{
+		UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+		if (probe.valid() && ::connect(probe.get(), reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) == 0)
+			return make_error(-EADDRINUSE, "another slsvirtd is listening on %s", cfg_.socket_path.c_str());
+		::unlink(cfg_.socket_path.c_str());
+	}
+	listen_fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+	if (!listen_fd_.valid())
+		return errno_error("socket");
+	mode_t old = ::umask(0177);
+	int r = ::bind(listen_fd_.get(), reinterpret_cast<sockaddr *>(&addr), sizeof(addr));
+	int err = errno;
+	::umask(old);
+	if (r < 0)
+		return errno_error(-err, "bind " + cfg_.socket_path);
+	bound_ = true;
+	if (::chmod(cfg_.socket_path.c_str(), 0600) < 0)
+		return errno_error("chmod 0600 " + cfg_.socket_path);
+	if (::listen(listen_fd_.get(), 64) < 0)
+		return errno_error("listen");
+	wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+	if (!wake_fd_.valid())
+		return errno_error("eventfd");
+	SLS_LOG_INFO("listening on %s, store %s, retain %u, faults %s", cfg_.socket_path.c_str(),
+		     cfg_.store_root.c_str(), cfg_.retain, cfg_.faults.describe().c_str());
+	return {};
+}
+
+void Server::reap_finished()
+{
+	std::vector<std::shared_ptr<Conn>> finished;
+	{
+		std::lock_guard lk(mu_);
+		auto it = std::partition(conns_.begin(), conns_.end(), [](const auto &c) { return !c->done.load(); });
+		finished.assign(it, conns_.end());
+		conns_.erase(it, conns_.end());
+	}
+	for (auto &c : finished)
+		if (c->thread.joinable())
+			c->thread.join();
+}
+
+void Server::serve(std::shared_ptr<Conn> c)
+{
+	{
+		Session s(c->fd.get(), cfg_, mu_, active_vms_, c->pid);
+		s.run();
+	}
+	::shutdown(c->fd.get(), SHUT_RDWR);
+	handled_++;
+	c->done = true;
+}
+
+Status Server::run()
+{
+	if (!listen_fd_.valid())
+		return make_error(-EINVAL, "run() before listen()");
+	while (!stopping_) {
+		struct pollfd pfd[2] = {{listen_fd_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
+		int r = ::poll(pfd, 2, 1000);
+		reap_finished();
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno_error("poll");
+		}
+		if (pfd[1].revents || stopping_)
+			break;
+		if (!(pfd[0].revents & POLLIN))
+			continue;
+		UniqueFd fd(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+		if (!fd.valid()) {
+			if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+				SLS_LOG_WARN("accept: %s", strerror(errno));
+			continue;
+		}
+		struct ucred cred{};
+		socklen_t cl = sizeof(cred);
+		if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
+			SLS_LOG_WARN("SO_PEERCRED failed (%s): connection rejected", strerror(errno));
+			continue;
+		}
+		if (cred.uid != ::geteuid() && cred.uid != 0) {
+			SLS_LOG_WARN("rejected connection from pid %d uid %u (only uid %u or root may connect)",
+				     static_cast<int>(cred.pid), static_cast<unsigned>(cred.uid),
+				     static_cast<unsigned>(::geteuid()));
+			continue;
+		}
+		auto c = std::make_shared<Conn>();
+		c->fd = std::move(fd);
+		c->pid = cred.pid;
+		c->uid = cred.uid;
+		std::lock_guard lk(mu_);
+		conns_.push_back(c);
+		c->thread = std::thread([this, c] { serve(c); });
+	}
+	return {};
+}
+
+Status Server::start_background()
+{
+	if (!listen_fd_.valid())
+		SLS_TRY(listen());
+	bg_ = std::thread([this] {
+		Status s = run();
+		if (!s.ok())
+			SLS_LOG_ERROR("server: %s", s.message().c_str());
+	});
+	return {};
+}
+
+void Server::request_stop()
+{
+	stopping_ = true;
+	if (wake_fd_.valid()) {
+		uint64_t one = 1;
+		ssize_t n = ::write(wake_fd_.get(), &one, sizeof(one));
+		(void)n;
+	}
+}
+
+void Server::stop()
+{
+	request_stop();
+	if (bg_.joinable())
+		bg_.join();
+	{
+		std::lock_guard lk(mu_);
+		for (auto &c : conns_)
+			::shutdown(c->fd.get(), SHUT_RDWR);
+	}
+	for (;;) {
+		std::shared_ptr<Conn> c;
+		{
+			std::lock_guard lk(mu_);
+			if (conns_.empty())
+				break;
+			c = conns_.back();
+			conns_.pop_back();
+		}
+		if (c->thread.joinable())
+			c->thread.join();
+	}
+	if (bound_) {
+		::unlink(cfg_.socket_path.c_str());
+		bound_ = false;
+	}
+	listen_fd_.reset();
+}
+
+} // namespace slsvirt

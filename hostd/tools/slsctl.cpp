@@ -1,0 +1,759 @@
+// slsctl: run, checkpoint, restore and inspect slsvirt VMs (hostd/README.md).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "slsvirt/fd.hpp"
+#include "slsvirt/qmp.hpp"
+#include "slsvirt/store.hpp"
+#include "slsvirt/vm_conf.hpp"
+
+using namespace slsvirt;
+
+namespace {
+
+const char *env_or(const char *name, const char *dflt)
+{
+	const char *v = getenv(name);
+	return v && *v ? v : dflt;
+}
+
+uint64_t mono_ms()
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+void sleep_ms(unsigned ms)
+{
+	struct timespec ts = {static_cast<time_t>(ms / 1000), static_cast<long>(ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+	}
+}
+
+int fail(const std::string &msg)
+{
+	fprintf(stderr, "slsctl: error: %s\n", msg.c_str());
+	return 1;
+}
+
+// ---- argument parsing: a small option table per subcommand ----
+
+struct OptSpec {
+	const char *name;	// "--kernel"
+	const char *arg;	// nullptr = flag
+	const char *help;
+	bool multi = false;
+};
+
+const OptSpec kCommonOpts[] = {
+	{"--run-dir", "DIR", "runtime dir (default $SLSVIRT_RUN_DIR or /run/slsvirt)"},
+	{"--store-root", "DIR", "store root (default $SLSVIRT_STORE_ROOT or /var/lib/slsvirt)"},
+	{"--qemu", "PATH", "QEMU binary (default $SLSVIRT_QEMU)"},
+};
+
+struct Command {
+	const char *name;
+	const char *synopsis;
+	const char *summary;
+	std::vector<OptSpec> opts;
+	int (*fn)(struct Args &);
+};
+
+struct Args {
+	const Command *cmd = nullptr;
+	std::vector<std::string> positional;
+	std::map<std::string, std::vector<std::string>> values;
+	bool has(const std::string &o) const { return values.count(o) != 0; }
+	std::string get(const std::string &o, const std::string &dflt = "") const
+	{
+		auto it = values.find(o);
+		return it == values.end() || it->second.empty() ? dflt : it->second.back();
+	}
+	const std::vector<std::string> &all(const std::string &o) const
+	{
+		static const std::vector<std::string> none;
+		auto it = values.find(o);
+		return it == values.end() ? none : it->second;
+	}
+	std::string run_dir() const { return get("--run-dir", env_or("SLSVIRT_RUN_DIR", "/run/slsvirt")); }
+	std::string store_root() const
+	{
+		return get("--store-root", env_or("SLSVIRT_STORE_ROOT", "/var/lib/slsvirt"));
+	}
+	std::string qemu() const { return get("--qemu", env_or("SLSVIRT_QEMU", "")); }
+};
+
+void print_help(const Command &c)
+{
+	printf("usage: slsctl %s %s\n\n%s\n\noptions:\n", c.name, c.synopsis, c.summary);
+	auto line = [](const OptSpec &o) {
+		std::string left = std::string(o.name) + (o.arg ? std::string(" ") + o.arg : "");
+		printf("  %-22s %s\n", left.c_str(), o.help);
+	};
+	for (const auto &o : c.opts)
+		line(o);
+	for (const auto &o : kCommonOpts)
+		line(o);
+	printf("  %-22s %s\n", "--help", "show this help");
+}
+
+Result<unsigned long long> parse_number(const std::string &opt, const std::string &v)
+{
+	char *end = nullptr;
+	errno = 0;
+	unsigned long long n = strtoull(v.c_str(), &end, 10);
+	if (v.empty() || *end || errno || v[0] == '-')
+		return make_error(-EINVAL, "%s: '%s' is not a non-negative number", opt.c_str(), v.c_str());
+	return n;
+}
+
+Result<double> parse_seconds(const std::string &opt, const std::string &v)
+{
+	char *end = nullptr;
+	double d = strtod(v.c_str(), &end);
+	if (v.empty() || *end || !(d > 0) || d > 1e6)
+		return make_error(-EINVAL, "%s: '%s' is not a positive number of seconds", opt.c_str(), v.c_str());
+	return d;
+}
+
+// ---- helpers shared by subcommands ----
+
+std::string qmp_path(const Args &a, const std::string &vm) { return a.run_dir() + "/" + vm + ".qmp"; }
+std::string pid_path(const Args &a, const std::string &vm) { return a.run_dir() + "/" + vm + ".pid"; }
+
+// The pid of a live QEMU of this VM, per its pidfile (0 = none).
+pid_t live_qemu(const Args &a, const std::string &vm)
+{
+	auto txt = read_small_file(pid_path(a, vm), 64);
+	if (!txt)
+		return 0;
+	long pid = strtol(txt->c_str(), nullptr, 10);
+	if (pid <= 0 || (kill(static_cast<pid_t>(pid), 0) < 0 && errno != EPERM))
+		return 0;
+	// Guard against pid reuse: the process must be the one using this VM's QMP socket.
+	auto cmdline = read_small_file(strf("/proc/%ld/cmdline", pid), 1 << 20);
+	if (cmdline) {
+		std::string c = *cmdline;
+		for (auto &ch : c)
+			if (ch == '\0')
+				ch = ' ';
+		if (c.find(qmp_path(a, vm)) == std::string::npos)
+			return 0;
+	}
+	return static_cast<pid_t>(pid);
+}
+
+bool socket_answers(const std::string &path)
+{
+	sockaddr_un addr{};
+	if (path.size() >= sizeof(addr.sun_path))
+		return false;
+	addr.sun_family = AF_UNIX;
+	memcpy(addr.sun_path, path.c_str(), path.size());
+	UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+	return fd.valid() && ::connect(fd.get(), reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) == 0;
+}
+
+std::string self_dir()
+{
+	char buf[4096];
+	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return ".";
+	std::string p(buf, static_cast<size_t>(n));
+	auto s = p.rfind('/');
+	return s == std::string::npos ? "." : p.substr(0, s);
+}
+
+std::string tail_of(const std::string &path, size_t max = 2000)
+{
+	auto t = read_small_file(path, 64 << 20);
+	if (!t || t->empty())
+		return "";
+	return t->size() > max ? t->substr(t->size() - max) : *t;
+}
+
+// Redirects stdout+stderr of the calling (child) process to path.
+void redirect_output(const std::string &path, bool append)
+{
+	int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0600);
+	int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (null >= 0)
+		::dup2(null, STDIN_FILENO);
+	if (fd >= 0) {
+		::dup2(fd, STDOUT_FILENO);
+		::dup2(fd, STDERR_FILENO);
+	}
+}
+
+Status ensure_run_dir(const Args &a)
+{
+	std::string d = a.run_dir();
+	struct stat st;
+	bool existed = ::stat(d.c_str(), &st) == 0;
+	SLS_TRY(make_dirs(d, 0700));
+	if (!existed && ::chmod(d.c_str(), 0700) < 0)
+		return errno_error("chmod " + d);
+	return {};
+}
+
+// Starts slsvirtd unless its socket answers.
+Status ensure_hostd(const Args &a)
+{
+	const std::string rd = a.run_dir();
+	const std::string sock = rd + "/slsvirtd.sock";
+	if (socket_answers(sock))
+		return {};
+	std::string bin = env_or("SLSVIRT_HOSTD", "");
+	if (bin.empty())
+		bin = self_dir() + "/slsvirtd";
+	if (access(bin.c_str(), X_OK) < 0)
+		return make_error(-ENOENT, "slsvirtd not found at %s (set SLSVIRT_HOSTD)", bin.c_str());
+	const std::string log = rd + "/slsvirtd.log";
+	std::vector<std::string> argv = {bin,	  "--socket", sock,    "--store-root", a.store_root(), "--daemonize",
+					 "--pidfile", rd + "/slsvirtd.pid", "--log", log};
+	pid_t pid = fork();
+	if (pid < 0)
+		return errno_error("fork");
+	if (pid == 0) {
+		redirect_output(log, true);
+		std::vector<char *> av;
+		for (auto &s : argv)
+			av.push_back(s.data());
+		av.push_back(nullptr);
+		execv(av[0], av.data());
+		_exit(127);
+	}
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return make_error(-EIO, "slsvirtd failed to start (status %d); log %s:\n%s", status, log.c_str(),
+				  tail_of(log).c_str());
+	for (int i = 0; i < 100; i++) {
+		if (socket_answers(sock))
+			return {};
+		sleep_ms(50);
+	}
+	return make_error(-ETIMEDOUT, "slsvirtd started but %s does not answer; log %s", sock.c_str(), log.c_str());
+}
+
+std::vector<std::string> qemu_argv(const Args &a, const std::string &vm, const VmConf &c,
+				   const std::string &console, bool paused)
+{
+	const std::string rd = a.run_dir();
+	std::vector<std::string> v = {c.qemu, "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
+				      "-machine", "q35", "-accel", "tcg", "-cpu", "max",
+				      "-smp", std::to_string(c.smp), "-m", c.mem,
+				      "-nodefaults", "-no-user-config", "-nographic", "-no-reboot"};
+	if (console.empty())
+		v.insert(v.end(), {"-chardev", "stdio,id=con0"});
+	else
+		v.insert(v.end(), {"-chardev", "file,id=con0,path=" + console});
+	v.insert(v.end(), {"-serial", "chardev:con0", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+			   "-kernel", c.kernel, "-initrd", c.initrd, "-append", c.append, "-device",
+			   "slsvirt-pci,id=sls0,vm=" + vm + ",socket=" + rd + "/slsvirtd.sock", "-qmp",
+			   "unix:" + rd + "/" + vm + ".qmp,server=on,wait=off", "-pidfile", rd + "/" + vm + ".pid"});
+	if (paused)
+		v.push_back("-S");
+	v.insert(v.end(), c.extra_args.begin(), c.extra_args.end());
+	return v;
+}
+
+[[noreturn]] void exec_argv(std::vector<std::string> argv)
+{
+	std::vector<char *> av;
+	for (auto &s : argv)
+		av.push_back(s.data());
+	av.push_back(nullptr);
+	execv(av[0], av.data());
+	fprintf(stderr, "slsctl: error: exec %s: %s\n", av[0], strerror(errno));
+	_exit(127);
+}
+
+// Forks QEMU. detached: own session, output to <run-dir>/<vm>.qemu.log.
+Result<pid_t> spawn_qemu(const Args &a, const std::string &vm, const std::vector<std::string> &argv, bool detached)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return errno_error("fork");
+	if (pid == 0) {
+		if (detached) {
+			setsid();
+			redirect_output(a.run_dir() + "/" + vm + ".qemu.log", false);
+		}
+		exec_argv(argv);
+	}
+	return pid;
+}
+
+// Waits until QEMU's QMP socket answers (or QEMU exits).
+Result<QmpClient> wait_qmp(const Args &a, const std::string &vm, pid_t pid, int timeout_ms)
+{
+	const uint64_t deadline = mono_ms() + static_cast<uint64_t>(timeout_ms);
+	std::string last;
+	while (mono_ms() < deadline) {
+		int status;
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid) {
+			std::string log = a.run_dir() + "/" + vm + ".qemu.log";
+			return make_error(-ECHILD, "QEMU exited (status %d) before its QMP socket answered%s%s",
+					  WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+					  access(log.c_str(), R_OK) == 0 ? "; its log:\n" : "",
+					  access(log.c_str(), R_OK) == 0 ? tail_of(log).c_str() : "");
+		}
+		if (socket_answers(qmp_path(a, vm))) {
+			auto q = QmpClient::connect(qmp_path(a, vm), 30000);
+			if (q)
+				return q;
+			last = q.message();
+		}
+		sleep_ms(20);
+	}
+	return make_error(-ETIMEDOUT, "QMP socket %s did not answer within %d ms%s%s", qmp_path(a, vm).c_str(),
+			  timeout_ms, last.empty() ? "" : ": ", last.c_str());
+}
+
+int wait_child_exit(pid_t pid)
+{
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR)
+			return 1;
+	}
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	return 128 + WTERMSIG(status);
+}
+
+Result<std::string> need_vm(const Args &a)
+{
+	if (a.positional.size() != 1)
+		return make_error(-EINVAL, "expected exactly one VM name (see slsctl %s --help)", a.cmd->name);
+	SLS_TRY(check_vm_name(a.positional[0]));
+	return a.positional[0];
+}
+
+std::string fmt_time(uint64_t realtime_ns)
+{
+	if (!realtime_ns)
+		return "-";
+	time_t t = static_cast<time_t>(realtime_ns / 1000000000ull);
+	struct tm tm;
+	localtime_r(&t, &tm);
+	char b[64];
+	strftime(b, sizeof(b), "%Y-%m-%d %H:%M:%S", &tm);
+	return strf("%s.%03llu", b, static_cast<unsigned long long>(realtime_ns / 1000000 % 1000));
+}
+
+std::string status_text(const SegmentInfo &s)
+{
+	if (s.status == SegmentStatus::valid)
+		return "valid";
+	std::string d = s.detail;
+	if (s.status == SegmentStatus::torn && d.find("no commit record") != std::string::npos)
+		return "torn (no commit record)";
+	return std::string(to_string(s.status)) + " (" + d + ")";
+}
+
+// ---- subcommands ----
+
+int cmd_run(Args &a)
+{
+	auto vm = need_vm(a);
+	if (!vm)
+		return fail(vm.message());
+	VmConf c;
+	c.qemu = a.qemu();
+	c.kernel = a.get("--kernel", env_or("SLSVIRT_KERNEL", ""));
+	c.initrd = a.get("--initrd", env_or("SLSVIRT_INITRD", ""));
+	c.append = a.get("--append", "console=ttyS0 quiet panic=-1");
+	c.mem = a.get("--mem", "256M");
+	auto smp = parse_number("--smp", a.get("--smp", "1"));
+	if (!smp || *smp < 1 || *smp > 256)
+		return fail(smp ? "--smp must be 1..256" : smp.message());
+	c.smp = static_cast<unsigned>(*smp);
+	c.extra_args = a.all("--qemu-arg");
+	if (c.qemu.empty())
+		return fail("no QEMU binary: pass --qemu PATH or set SLSVIRT_QEMU");
+	if (c.kernel.empty() || c.initrd.empty())
+		return fail("no guest kernel/initrd: pass --kernel K --initrd I or set SLSVIRT_KERNEL/SLSVIRT_INITRD");
+	if (pid_t p = live_qemu(a, *vm))
+		return fail(strf("VM '%s' is already running (QEMU pid %d)", vm->c_str(), static_cast<int>(p)));
+	if (Status s = ensure_run_dir(a); !s.ok())
+		return fail(s.message());
+	if (Status s = ensure_hostd(a); !s.ok())
+		return fail(s.message());
+	auto store = Store::open(a.store_root(), *vm, true);
+	if (!store)
+		return fail(store.message());
+	if (Status s = save_vm_conf(store->vm_dir() + "/vm.conf", c); !s.ok())
+		return fail(s.message());
+	const bool detach = a.has("--detach");
+	std::string console = a.get("--console", detach ? a.run_dir() + "/" + *vm + ".console" : "");
+	auto argv = qemu_argv(a, *vm, c, console, false);
+	if (!detach)
+		exec_argv(argv);	// foreground: slsctl's exit status is QEMU's
+	auto pid = spawn_qemu(a, *vm, argv, true);
+	if (!pid)
+		return fail(pid.message());
+	auto q = wait_qmp(a, *vm, *pid, 60000);
+	if (!q)
+		return fail(q.message());
+	printf("%d\n", static_cast<int>(*pid));
+	return 0;
+}
+
+int cmd_checkpoint(Args &a)
+{
+	auto vm = need_vm(a);
+	if (!vm)
+		return fail(vm.message());
+	auto timeout = parse_seconds("--timeout", a.get("--timeout", "60"));
+	if (!timeout)
+		return fail(timeout.message());
+	auto q = QmpClient::connect(qmp_path(a, *vm), 10000);
+	if (!q)
+		return fail(q.message());
+	auto r = q->execute("sls-checkpoint");
+	if (!r)
+		return fail(r.message());
+	if (!r->contains("epoch") || !(*r)["epoch"].is_number_unsigned())
+		return fail("sls-checkpoint: reply has no epoch: " + r->dump());
+	const uint64_t epoch = (*r)["epoch"].get<uint64_t>();
+	const uint64_t deadline = mono_ms() + static_cast<uint64_t>(*timeout * 1000);
+	for (;;) {
+		auto s = q->execute("query-sls");
+		if (!s)
+			return fail(s.message());
+		uint64_t durable = s->value("durable-epoch", 0ull), failed = s->value("failed-epoch", 0ull);
+		if (durable >= epoch) {
+			printf("epoch %llu durable\n", static_cast<unsigned long long>(epoch));
+			return 0;
+		}
+		if (failed >= epoch)
+			return fail(strf("epoch %llu failed: %s", static_cast<unsigned long long>(epoch),
+					 s->value("last-error", std::string("unknown error")).c_str()));
+		if (mono_ms() > deadline)
+			return fail(strf("epoch %llu not durable after %.1f s (durable epoch %llu)",
+					 static_cast<unsigned long long>(epoch), *timeout,
+					 static_cast<unsigned long long>(durable)));
+		sleep_ms(10);
+	}
+}
+
+int cmd_restore(Args &a)
+{
+	auto vm = need_vm(a);
+	if (!vm)
+		return fail(vm.message());
+	uint64_t want = 0;
+	if (a.has("--epoch")) {
+		auto n = parse_number("--epoch", a.get("--epoch"));
+		if (!n || *n == 0)
+			return fail(n ? "--epoch must be >= 1" : n.message());
+		want = *n;
+	}
+	auto store = Store::open(a.store_root(), *vm, false);
+	if (!store)
+		return fail(store.message());
+	auto list = store->list(ScanDepth::structure);
+	if (!list)
+		return fail(list.message());
+	// Choose: the requested epoch, or the newest whose every record verifies.
+	std::optional<SegmentInfo> chosen;
+	std::vector<SegmentInfo> skipped;
+	for (auto it = list->rbegin(); it != list->rend() && !chosen; ++it) {
+		SegmentInfo s = *it;
+		if (want && s.epoch > want) {
+			skipped.push_back(s);
+			continue;
+		}
+		if (want && s.epoch < want)
+			break;
+		if (s.status == SegmentStatus::valid)
+			s = store->scan(s.epoch, ScanDepth::full);
+		if (s.status == SegmentStatus::valid)
+			chosen = s;
+		else if (want)
+			return fail(strf("epoch %llu is %s", static_cast<unsigned long long>(want),
+					 status_text(s).c_str()));
+		else
+			skipped.push_back(s);
+	}
+	if (!chosen) {
+		for (const auto &s : skipped)
+			fprintf(stderr, "epoch %llu: %s\n", static_cast<unsigned long long>(s.epoch),
+				status_text(s).c_str());
+		return fail(want ? strf("epoch %llu does not exist for VM '%s'", static_cast<unsigned long long>(want),
+					vm->c_str())
+				 : strf("VM '%s' has no valid epoch to restore", vm->c_str()));
+	}
+	for (const auto &s : skipped)
+		printf("epoch %llu: %s, %s\n", static_cast<unsigned long long>(s.epoch), status_text(s).c_str(),
+		       s.status == SegmentStatus::valid ? "newer than --epoch, not used" : "ignored");
+	printf("restoring epoch %llu (captured %s, %llu pages, %llu bytes)\n",
+	       static_cast<unsigned long long>(chosen->epoch), fmt_time(chosen->capture_realtime_ns).c_str(),
+	       static_cast<unsigned long long>(chosen->nr_pages), static_cast<unsigned long long>(chosen->file_size));
+	fflush(stdout);
+
+	if (pid_t p = live_qemu(a, *vm))
+		return fail(strf("a QEMU for VM '%s' is still running (pid %d); stop it first", vm->c_str(),
+				 static_cast<int>(p)));
+	auto conf = load_vm_conf(store->vm_dir() + "/vm.conf");
+	if (!conf)
+		return fail(conf.message());
+	if (a.has("--qemu"))
+		conf->qemu = a.qemu();
+	if (Status s = ensure_run_dir(a); !s.ok())
+		return fail(s.message());
+	if (Status s = ensure_hostd(a); !s.ok())
+		return fail(s.message());
+	const bool detach = a.has("--detach");
+	std::string console = a.get("--console", detach ? a.run_dir() + "/" + *vm + ".console" : "");
+	const uint64_t t0 = mono_ms();
+	auto pid = spawn_qemu(a, *vm, qemu_argv(a, *vm, *conf, console, true), detach);
+	if (!pid)
+		return fail(pid.message());
+	auto abort_start = [&](const std::string &msg) {
+		kill(*pid, SIGTERM);	// the QEMU this command started, nothing else
+		wait_child_exit(*pid);
+		return fail(msg);
+	};
+	auto q = wait_qmp(a, *vm, *pid, 60000);
+	if (!q)
+		return abort_start(q.message());
+	q->set_timeout_ms(600000);
+	auto r = q->execute("sls-restore", {{"epoch", chosen->epoch}});
+	if (!r)
+		return abort_start(r.message());
+	auto c = q->execute("cont");
+	if (!c)
+		return abort_start(c.message());
+	const uint64_t t1 = mono_ms();
+	uint64_t got = r->is_object() ? r->value("epoch", chosen->epoch) : chosen->epoch;
+	printf("restored epoch %llu; QEMU start to running: %llu ms\n", static_cast<unsigned long long>(got),
+	       static_cast<unsigned long long>(t1 - t0));
+	fflush(stdout);
+	if (detach) {
+		printf("%d\n", static_cast<int>(*pid));
+		return 0;
+	}
+	return wait_child_exit(*pid);
+}
+
+int cmd_ls(Args &a)
+{
+	auto vm = need_vm(a);
+	if (!vm)
+		return fail(vm.message());
+	auto store = Store::open(a.store_root(), *vm, false);
+	if (!store)
+		return fail(store.message());
+	auto list = store->list(ScanDepth::structure);
+	if (!list)
+		return fail(list.message());
+	printf("%-8s %-8s %-8s %-8s %-12s %-23s %s\n", "EPOCH", "STATUS", "PARENT", "PAGES", "BYTES", "CAPTURED",
+	       "DETAIL");
+	for (const auto &s : *list)
+		printf("%-8llu %-8s %-8llu %-8llu %-12llu %-23s %s\n", static_cast<unsigned long long>(s.epoch),
+		       to_string(s.status), static_cast<unsigned long long>(s.parent_epoch),
+		       static_cast<unsigned long long>(s.nr_pages), static_cast<unsigned long long>(s.file_size),
+		       fmt_time(s.capture_realtime_ns).c_str(), s.detail.c_str());
+	if (list->empty())
+		printf("(no epochs)\n");
+	return 0;
+}
+
+int cmd_verify(Args &a)
+{
+	auto vm = need_vm(a);
+	if (!vm)
+		return fail(vm.message());
+	auto store = Store::open(a.store_root(), *vm, false);
+	if (!store)
+		return fail(store.message());
+	std::vector<SegmentInfo> checked;
+	if (a.has("--epoch")) {
+		auto n = parse_number("--epoch", a.get("--epoch"));
+		if (!n || *n == 0)
+			return fail(n ? "--epoch must be >= 1" : n.message());
+		checked.push_back(store->scan(*n, ScanDepth::full));
+	} else {
+		auto list = store->list(ScanDepth::full);
+		if (!list)
+			return fail(list.message());
+		checked = *list;
+	}
+	if (checked.empty())
+		return fail("no epochs to verify");
+	int bad = 0;
+	for (const auto &s : checked) {
+		printf("epoch %llu: %s\n", static_cast<unsigned long long>(s.epoch),
+		       s.status == SegmentStatus::valid ? "ok" : status_text(s).c_str());
+		bad += s.status != SegmentStatus::valid;
+	}
+	printf("%zu checked, %d bad\n", checked.size(), bad);
+	return bad ? 1 : 0;
+}
+
+int cmd_stats(Args &a)
+{
+	auto vm = need_vm(a);
+	if (!vm)
+		return fail(vm.message());
+	double watch = 0;
+	if (a.has("--watch")) {
+		auto w = parse_seconds("--watch", a.get("--watch"));
+		if (!w)
+			return fail(w.message());
+		watch = *w;
+	}
+	auto q = QmpClient::connect(qmp_path(a, *vm), 10000);
+	if (!q)
+		return fail(q.message());
+	for (;;) {
+		auto s = q->execute("query-sls");
+		if (!s)
+			return fail(s.message());
+		if (a.has("--json")) {
+			printf("%s\n", s->dump(2).c_str());
+		} else {
+			if (watch > 0)
+				printf("--- %s\n", fmt_time(static_cast<uint64_t>(time(nullptr)) * 1000000000ull).c_str());
+			for (auto it = s->begin(); it != s->end(); ++it) {
+				std::string v = it->is_string() ? it->get<std::string>() : it->dump();
+				if (it.key().find("-ns") != std::string::npos && it->is_number())
+					v += strf(" (%.3f ms)", it->get<double>() / 1e6);
+				printf("%-18s %s\n", it.key().c_str(), v.c_str());
+			}
+		}
+		fflush(stdout);
+		if (watch <= 0)
+			return 0;
+		sleep_ms(static_cast<unsigned>(watch * 1000));
+	}
+}
+
+const Command kCommands[] = {
+	{"run", "VM [options]",
+	 "Start VM: ensures slsvirtd runs, saves the VM's config in <store-root>/VM/vm.conf and starts QEMU.\n"
+	 "Foreground: console on stdout, exit status is QEMU's. --detach: print QEMU's pid once QMP answers.",
+	 {{"--kernel", "FILE", "guest kernel (default $SLSVIRT_KERNEL)"},
+	  {"--initrd", "FILE", "guest initramfs (default $SLSVIRT_INITRD)"},
+	  {"--append", "CMDLINE", "whole kernel command line (default 'console=ttyS0 quiet panic=-1')"},
+	  {"--mem", "SIZE", "guest RAM, QEMU -m syntax (default 256M)"},
+	  {"--smp", "N", "vCPUs (default 1)"},
+	  {"--detach", nullptr, "run in the background, console to <run-dir>/VM.console"},
+	  {"--console", "FILE", "write the serial console to FILE"},
+	  {"--qemu-arg", "ARG", "extra QEMU argument (repeatable)", true}},
+	 cmd_run},
+	{"checkpoint", "VM [--timeout S]",
+	 "Ask the VM for a checkpoint (QMP sls-checkpoint) and wait until it is durable.\n"
+	 "Prints 'epoch N durable'; exit 1 if the epoch failed or timed out.",
+	 {{"--timeout", "S", "seconds to wait (default 60)"}},
+	 cmd_checkpoint},
+	{"restore", "VM [--epoch N] [--detach] [--console FILE]",
+	 "Restore VM from its store: report which epoch is used and every torn/corrupt newer one,\n"
+	 "start QEMU from vm.conf with -S, QMP sls-restore, cont. Refuses while a QEMU of VM runs.",
+	 {{"--epoch", "N", "epoch to restore (default: newest that verifies)"},
+	  {"--detach", nullptr, "run in the background, console to <run-dir>/VM.console"},
+	  {"--console", "FILE", "write the serial console to FILE"}},
+	 cmd_restore},
+	{"ls", "VM", "List the VM's epochs: epoch, status, parent, pages, bytes, capture time.", {}, cmd_ls},
+	{"verify", "VM [--epoch N]",
+	 "Check every record and every page crc of the VM's epochs (or one). Exit 0 only if all verify.",
+	 {{"--epoch", "N", "verify only epoch N"}},
+	 cmd_verify},
+	{"stats", "VM [--json] [--watch S]", "Show the VM's checkpoint statistics (QMP query-sls).",
+	 {{"--json", nullptr, "print the raw JSON"}, {"--watch", "S", "repeat every S seconds"}},
+	 cmd_stats},
+};
+
+void print_main_help()
+{
+	printf("usage: slsctl COMMAND [options]   (slsctl COMMAND --help for details)\n\ncommands:\n");
+	for (const auto &c : kCommands)
+		printf("  %-11s %s\n", c.name, c.synopsis);
+	printf("\nenvironment: SLSVIRT_RUN_DIR, SLSVIRT_STORE_ROOT, SLSVIRT_QEMU, SLSVIRT_KERNEL,\n"
+	       "             SLSVIRT_INITRD, SLSVIRT_HOSTD (path of slsvirtd)\n");
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		print_main_help();
+		return argc < 2 ? 2 : 0;
+	}
+	const Command *cmd = nullptr;
+	for (const auto &c : kCommands)
+		if (!strcmp(argv[1], c.name))
+			cmd = &c;
+	if (!cmd) {
+		fprintf(stderr, "slsctl: error: unknown command '%s'\n", argv[1]);
+		print_main_help();
+		return 2;
+	}
+	Args a;
+	a.cmd = cmd;
+	for (int i = 2; i < argc; i++) {
+		std::string s = argv[i];
+		if (s == "--help" || s == "-h") {
+			print_help(*cmd);
+			return 0;
+		}
+		if (s.size() < 2 || s.compare(0, 2, "--") != 0) {
+			a.positional.push_back(s);
+			continue;
+		}
+		std::string name = s, value;
+		bool inline_value = false;
+		if (auto eq = s.find('='); eq != std::string::npos) {
+			name = s.substr(0, eq);
+			value = s.substr(eq + 1);
+			inline_value = true;
+		}
+		const OptSpec *spec = nullptr;
+		for (const auto &o : cmd->opts)
+			if (name == o.name)
+				spec = &o;
+		for (const auto &o : kCommonOpts)
+			if (name == o.name)
+				spec = &o;
+		if (!spec) {
+			fprintf(stderr, "slsctl %s: unknown option '%s' (see --help)\n", cmd->name, name.c_str());
+			return 2;
+		}
+		if (spec->arg && !inline_value) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "slsctl %s: %s needs a value\n", cmd->name, name.c_str());
+				return 2;
+			}
+			value = argv[++i];
+		} else if (!spec->arg && inline_value) {
+			fprintf(stderr, "slsctl %s: %s takes no value\n", cmd->name, name.c_str());
+			return 2;
+		}
+		a.values[name].push_back(value);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	return cmd->fn(a);
+}

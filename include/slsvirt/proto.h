@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Engine (inside QEMU) <-> hostd (slsvirtd) protocol, version 1.
+ *
+ * Transport: a SOCK_STREAM unix socket. hostd creates it owner-only and
+ * accepts only peers whose SO_PEERCRED uid is its own (or root).
+ *
+ * Every message is a struct sls_msg_hdr followed by hdr.length payload
+ * bytes. All integers are little-endian; structs are packed with explicit
+ * padding so the C (QEMU) and C++ (hostd) sides agree byte for byte.
+ * A receiver checks magic, version, type, length (against the type's fixed
+ * part and SLS_PROTO_MAX_PAYLOAD) and payload_crc (crc32c, Castagnoli,
+ * as in iSCSI/ext4) before it uses a single payload byte, and drops the
+ * connection on any mismatch. hostd trusts nothing it receives: a bug in
+ * QEMU must not corrupt the store.
+ *
+ * Flow:
+ *   engine  HELLO (+ staging memfd via SCM_RIGHTS)  ->  hostd
+ *   engine  <-  HELLO_ACK (status, newest durable epoch in the store)
+ *   repeat: engine captures RAM into the staging memfd while vCPUs are
+ *           paused, resumes them, then
+ *   engine  EPOCH (+ device state inline)  ->  hostd
+ *   engine  <-  EPOCH_ACK (after data and commit record are durable)
+ *   restore: engine RESTORE -> hostd fills the staging memfd with the
+ *           epoch's RAM image, engine <- RESTORE_ACK (+ device state).
+ * At most one EPOCH is outstanding per connection (the staging area holds
+ * one capture); the engine coalesces requests that arrive meanwhile.
+ *
+ * Staging memfd layout: the RAM blocks described in HELLO, each at its own
+ * page-aligned staging_offset, non-overlapping, inside staging_size.
+ */
+#ifndef SLSVIRT_PROTO_H
+#define SLSVIRT_PROTO_H
+
+#include <stdint.h>
+
+#define SLS_PROTO_MAGIC		0x50534c53u	/* "SLSP" */
+#define SLS_PROTO_VERSION	1
+#define SLS_PROTO_MAX_PAYLOAD	(64u << 20)	/* device state is inline */
+#define SLS_NAME_LEN		64	/* incl. NUL */
+#define SLS_IDSTR_LEN		256	/* QEMU RAMBlock idstr, incl. NUL */
+#define SLS_MSG_TEXT_LEN	128	/* human-readable error text, incl. NUL */
+#define SLS_MAX_RAM_BLOCKS	64
+#define SLS_PAGE_SIZE		4096
+
+enum sls_msg_type {
+	SLS_MSG_HELLO		= 1,	/* engine -> hostd, carries 1 fd */
+	SLS_MSG_HELLO_ACK	= 2,	/* hostd -> engine */
+	SLS_MSG_EPOCH		= 3,	/* engine -> hostd */
+	SLS_MSG_EPOCH_ACK	= 4,	/* hostd -> engine */
+	SLS_MSG_RESTORE		= 5,	/* engine -> hostd */
+	SLS_MSG_RESTORE_ACK	= 6,	/* hostd -> engine */
+};
+
+struct sls_msg_hdr {
+	uint32_t magic;		/* SLS_PROTO_MAGIC */
+	uint16_t version;	/* SLS_PROTO_VERSION (HELLO: sender's max) */
+	uint16_t type;		/* enum sls_msg_type */
+	uint32_t length;	/* payload bytes after the header */
+	uint32_t payload_crc;	/* crc32c of the payload (0 for empty) */
+	uint64_t seq;		/* per-sender sequence number, from 1 */
+} __attribute__((packed));	/* 24 bytes */
+
+struct sls_ram_block {
+	char idstr[SLS_IDSTR_LEN];	/* NUL-terminated */
+	uint64_t length;		/* bytes, multiple of SLS_PAGE_SIZE */
+	uint64_t staging_offset;	/* multiple of SLS_PAGE_SIZE */
+} __attribute__((packed));	/* 272 bytes */
+
+/* HELLO: fixed part, then nr_blocks x struct sls_ram_block. */
+struct sls_msg_hello {
+	uint32_t min_version;	/* oldest protocol version the engine speaks */
+	uint32_t max_version;	/* newest */
+	char vm_name[SLS_NAME_LEN];	/* store name: [A-Za-z0-9._-]+, no leading '.' */
+	uint32_t page_size;	/* SLS_PAGE_SIZE */
+	uint32_t nr_blocks;	/* 1..SLS_MAX_RAM_BLOCKS */
+	uint64_t staging_size;	/* bytes of the memfd passed with HELLO */
+	uint64_t flags;		/* must be 0 */
+	uint64_t reserved[4];	/* must be 0 */
+} __attribute__((packed));
+
+struct sls_msg_hello_ack {
+	int32_t status;		/* 0, or -errno: the connection then closes */
+	uint32_t version;	/* protocol version chosen */
+	uint64_t durable_epoch;	/* newest committed epoch in the store, 0 = none */
+	char message[SLS_MSG_TEXT_LEN];
+} __attribute__((packed));
+
+#define SLS_EPOCH_F_FULL	(1ull << 0)	/* every RAM page, not a delta */
+
+/* EPOCH: fixed part, then devstate_len bytes of QEMU device state
+ * (qemu_save_device_state() format). RAM is in the staging memfd. */
+struct sls_msg_epoch {
+	uint64_t epoch;		/* > every epoch sent before on this store */
+	uint64_t parent_epoch;	/* epoch this one's state descends from, 0 = none */
+	uint64_t flags;		/* SLS_EPOCH_F_* */
+	uint64_t capture_realtime_ns;	/* CLOCK_REALTIME when captured */
+	uint64_t stop_ns;	/* how long vCPUs were paused for this capture */
+	uint32_t devstate_len;
+	uint32_t reserved;	/* must be 0 */
+} __attribute__((packed));
+
+struct sls_msg_epoch_ack {
+	uint64_t epoch;
+	int32_t status;		/* 0 = durable, -errno = failed (not visible) */
+	uint32_t reserved;
+	uint64_t bytes_written;
+	char message[SLS_MSG_TEXT_LEN];
+} __attribute__((packed));
+
+struct sls_msg_restore {
+	uint64_t epoch;		/* 0 = newest epoch that verifies */
+	uint64_t flags;		/* must be 0 */
+} __attribute__((packed));
+
+/* RESTORE_ACK: fixed part, then devstate_len bytes of device state. On
+ * success the staging memfd holds the epoch's RAM in the HELLO layout. */
+struct sls_msg_restore_ack {
+	uint64_t epoch;		/* epoch restored */
+	int32_t status;		/* 0, or -errno */
+	uint32_t devstate_len;
+	char message[SLS_MSG_TEXT_LEN];
+} __attribute__((packed));
+
+#endif /* SLSVIRT_PROTO_H */

@@ -1,0 +1,813 @@
+/*
+ * slsvirt checkpoint engine
+ *
+ * Captures the whole VM -- RAM and device state -- for one epoch while the
+ * vCPUs are paused (without a run-state change: no STOP/RESUME events, no
+ * block flush), hands it to hostd (slsvirtd) over a unix socket, and tells
+ * the guest through the device when hostd reports the epoch durable.
+ * Protocol: include/slsvirt/proto.h. One capture is in flight at a time;
+ * persist requests that arrive meanwhile are coalesced into the next one.
+ *
+ * This is the full-copy engine: every capture copies all of guest RAM into a
+ * staging memfd shared with hostd. Incremental epochs build on it.
+ *
+ * Copyright (c) 2026 The slsvirt authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <sys/socket.h>
+#include <sys/un.h>
+#include "qemu/crc32c.h"
+#include "qemu/cutils.h"
+#include "qemu/units.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/memfd.h"
+#include "qemu/sockets.h"
+#include "qemu/timer.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-slsvirt.h"
+#include "qom/object.h"
+#include "exec/cpu-common.h"
+#include "system/cpus.h"
+#include "system/runstate.h"
+#include "system/system.h"
+#include "io/channel-buffer.h"
+#include "migration/qemu-file.h"
+#include "migration/savevm.h"
+#include "hw/misc/slsvirt.h"
+#include "trace.h"
+
+#define SLSVIRT_IO_TIMEOUT_S     30
+#define SLSVIRT_RECONNECT_NS     (1 * NANOSECONDS_PER_SECOND)
+
+static Notifier slsvirt_machine_done;
+static VMChangeStateEntry *slsvirt_vmse;
+
+static void slsvirt_set_error(SlsvirtEngine *e, const char *fmt, ...)
+    G_GNUC_PRINTF(2, 3);
+
+static void slsvirt_set_error(SlsvirtEngine *e, const char *fmt, ...)
+{
+    va_list ap;
+
+    g_free(e->last_error);
+    va_start(ap, fmt);
+    e->last_error = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    warn_report("%s%s", g_str_has_prefix(e->last_error, "slsvirt: ") ? ""
+                : "slsvirt: ", e->last_error);
+}
+
+bool slsvirt_engine_connected(SlsvirtState *s)
+{
+    return s->engine.sock >= 0;
+}
+
+/* ---- wire helpers ---------------------------------------------------- */
+
+static uint32_t slsvirt_crc(const void *buf, size_t len)
+{
+    return len ? crc32c(0xffffffff, buf, len) : 0;
+}
+
+static bool slsvirt_send(SlsvirtState *s, uint16_t type, const void *payload,
+                         uint32_t len, int fd, Error **errp)
+{
+    SlsvirtEngine *e = &s->engine;
+    struct sls_msg_hdr hdr = {
+        .magic = cpu_to_le32(SLS_PROTO_MAGIC),
+        .version = cpu_to_le16(SLS_PROTO_VERSION),
+        .type = cpu_to_le16(type),
+        .length = cpu_to_le32(len),
+        .payload_crc = cpu_to_le32(slsvirt_crc(payload, len)),
+        .seq = cpu_to_le64(++e->tx_seq),
+    };
+    struct iovec iov[2] = {
+        { .iov_base = &hdr, .iov_len = sizeof(hdr) },
+        { .iov_base = (void *)payload, .iov_len = len },
+    };
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+    size_t total = sizeof(hdr) + len, done = 0;
+
+    if (fd >= 0) {
+        struct cmsghdr *cmsg;
+
+        memset(&control, 0, sizeof(control));
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof(control.buf);
+        cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    }
+
+    while (done < total) {
+        ssize_t n = sendmsg(e->sock, &msg, MSG_NOSIGNAL);
+
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            error_setg_errno(errp, errno, "slsvirt: send to hostd failed");
+            return false;
+        }
+        done += n;
+        /* Resume a short send; the fd went with the first byte. */
+        msg.msg_control = NULL;
+        msg.msg_controllen = 0;
+        while (n > 0 && msg.msg_iovlen) {
+            size_t step = MIN((size_t)n, msg.msg_iov->iov_len);
+
+            msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + step;
+            msg.msg_iov->iov_len -= step;
+            n -= step;
+            if (!msg.msg_iov->iov_len) {
+                msg.msg_iov++;
+                msg.msg_iovlen--;
+            }
+        }
+    }
+    return true;
+}
+
+static bool slsvirt_recv_all(int sock, void *buf, size_t len, Error **errp)
+{
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t n = recv(sock, (char *)buf + done, len - done, 0);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            error_setg_errno(errp, errno, "slsvirt: receive from hostd failed");
+            return false;
+        }
+        if (n == 0) {
+            error_setg(errp, "slsvirt: hostd closed the connection");
+            return false;
+        }
+        done += n;
+    }
+    return true;
+}
+
+/*
+ * Receive one message. hostd is trusted more than the guest, but a broken
+ * peer must still not make us read past a buffer: every length is checked
+ * against what the type allows before the payload is read.
+ */
+static uint8_t *slsvirt_recv(SlsvirtState *s, uint16_t want_type,
+                             size_t fixed_len, uint32_t *out_len,
+                             Error **errp)
+{
+    struct sls_msg_hdr hdr;
+    uint32_t len;
+    g_autofree uint8_t *payload = NULL;
+
+    if (!slsvirt_recv_all(s->engine.sock, &hdr, sizeof(hdr), errp)) {
+        return NULL;
+    }
+    len = le32_to_cpu(hdr.length);
+    if (le32_to_cpu(hdr.magic) != SLS_PROTO_MAGIC ||
+        le16_to_cpu(hdr.version) != SLS_PROTO_VERSION ||
+        le16_to_cpu(hdr.type) != want_type ||
+        len < fixed_len || len > SLS_PROTO_MAX_PAYLOAD) {
+        error_setg(errp, "slsvirt: bad message from hostd (type %u, "
+                   "length %u, want type %u)", le16_to_cpu(hdr.type), len,
+                   want_type);
+        return NULL;
+    }
+    payload = g_malloc(len ? len : 1);
+    if (!slsvirt_recv_all(s->engine.sock, payload, len, errp)) {
+        return NULL;
+    }
+    if (slsvirt_crc(payload, len) != le32_to_cpu(hdr.payload_crc)) {
+        error_setg(errp, "slsvirt: message from hostd fails its crc");
+        return NULL;
+    }
+    *out_len = len;
+    return g_steal_pointer(&payload);
+}
+
+/* ---- connection ------------------------------------------------------ */
+
+static void slsvirt_fail_epochs(SlsvirtState *s)
+{
+    SlsvirtEngine *e = &s->engine;
+    bool changed = false;
+
+    if (e->inflight_epoch) {
+        s->failed_epoch = MAX(s->failed_epoch, e->inflight_epoch);
+        e->inflight_epoch = 0;
+        e->epochs_failed++;
+        changed = true;
+    }
+    if (e->request_pending) {
+        /* Waiters were promised next_epoch: burn that number. */
+        s->failed_epoch = MAX(s->failed_epoch, e->next_epoch);
+        e->next_epoch++;
+        e->request_pending = false;
+        e->epochs_failed++;
+        changed = true;
+    }
+    if (changed) {
+        trace_slsvirt_epoch_failed(s->failed_epoch);
+        slsvirt_epoch_notify(s);
+    }
+}
+
+static void slsvirt_detach(SlsvirtState *s, Error *err)
+{
+    SlsvirtEngine *e = &s->engine;
+
+    if (err) {
+        slsvirt_set_error(e, "%s", error_get_pretty(err));
+        error_free(err);
+    }
+    if (e->sock >= 0) {
+        qemu_set_fd_handler(e->sock, NULL, NULL, NULL);
+        close(e->sock);
+        e->sock = -1;
+    }
+    slsvirt_fail_epochs(s);
+}
+
+static void slsvirt_readable(void *opaque);
+
+static int slsvirt_add_block(RAMBlock *rb, void *opaque)
+{
+    SlsvirtState *s = opaque;
+    SlsvirtEngine *e = &s->engine;
+    SlsvirtRamBlock *b;
+
+    if (!qemu_ram_is_migratable(rb)) {
+        return 0;
+    }
+    if (e->nr_blocks == SLS_MAX_RAM_BLOCKS ||
+        strlen(qemu_ram_get_idstr(rb)) >= SLS_IDSTR_LEN) {
+        return -E2BIG;
+    }
+    b = &e->blocks[e->nr_blocks++];
+    b->rb = rb;
+    b->length = ROUND_UP(qemu_ram_get_max_length(rb), SLS_PAGE_SIZE);
+    b->staging_offset = e->staging_size;
+    e->staging_size += b->length;
+    return 0;
+}
+
+static bool slsvirt_layout(SlsvirtState *s, Error **errp)
+{
+    SlsvirtEngine *e = &s->engine;
+    size_t old_size = e->staging_size;
+
+    e->nr_blocks = 0;
+    e->staging_size = 0;
+    if (qemu_ram_foreach_block(slsvirt_add_block, s)) {
+        error_setg(errp, "slsvirt: more than %d RAM blocks or an idstr too "
+                   "long", SLS_MAX_RAM_BLOCKS);
+        return false;
+    }
+    if (e->staging && old_size != e->staging_size) {
+        qemu_memfd_free(e->staging, old_size, e->staging_fd);
+        e->staging = NULL;
+    }
+    if (!e->staging) {
+        e->staging = qemu_memfd_alloc("slsvirt-staging", e->staging_size, 0,
+                                      &e->staging_fd, errp);
+        if (!e->staging) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool slsvirt_connect(SlsvirtState *s, Error **errp)
+{
+    SlsvirtEngine *e = &s->engine;
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    struct timeval tv = { .tv_sec = SLSVIRT_IO_TIMEOUT_S };
+    g_autofree uint8_t *hello = NULL;
+    g_autofree uint8_t *reply = NULL;
+    struct sls_msg_hello *h;
+    struct sls_msg_hello_ack ack;
+    size_t hello_len;
+    uint32_t reply_len;
+    unsigned i;
+
+    if (e->sock >= 0) {
+        return true;
+    }
+    e->last_connect_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    if (strlen(s->socket_path) >= sizeof(addr.sun_path)) {
+        error_setg(errp, "slsvirt: socket path too long: %s", s->socket_path);
+        return false;
+    }
+    if (!slsvirt_layout(s, errp)) {
+        return false;
+    }
+
+    e->sock = qemu_socket(AF_UNIX, SOCK_STREAM, 0);
+    if (e->sock < 0) {
+        error_setg_errno(errp, errno, "slsvirt: socket");
+        return false;
+    }
+    setsockopt(e->sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(e->sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    pstrcpy(addr.sun_path, sizeof(addr.sun_path), s->socket_path);
+    if (connect(e->sock, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        error_setg_errno(errp, errno, "slsvirt: cannot reach hostd at %s",
+                         s->socket_path);
+        goto fail;
+    }
+
+    hello_len = sizeof(*h) + e->nr_blocks * sizeof(struct sls_ram_block);
+    hello = g_malloc0(hello_len);
+    h = (struct sls_msg_hello *)hello;
+    h->min_version = cpu_to_le32(SLS_PROTO_VERSION);
+    h->max_version = cpu_to_le32(SLS_PROTO_VERSION);
+    pstrcpy(h->vm_name, sizeof(h->vm_name), s->vm_name);
+    h->page_size = cpu_to_le32(SLS_PAGE_SIZE);
+    h->nr_blocks = cpu_to_le32(e->nr_blocks);
+    h->staging_size = cpu_to_le64(e->staging_size);
+    for (i = 0; i < e->nr_blocks; i++) {
+        struct sls_ram_block *wb = (struct sls_ram_block *)(h + 1) + i;
+
+        pstrcpy(wb->idstr, sizeof(wb->idstr),
+                qemu_ram_get_idstr(e->blocks[i].rb));
+        wb->length = cpu_to_le64(e->blocks[i].length);
+        wb->staging_offset = cpu_to_le64(e->blocks[i].staging_offset);
+    }
+    e->tx_seq = 0;
+    if (!slsvirt_send(s, SLS_MSG_HELLO, hello, hello_len, e->staging_fd,
+                      errp)) {
+        goto fail;
+    }
+    reply = slsvirt_recv(s, SLS_MSG_HELLO_ACK, sizeof(ack), &reply_len, errp);
+    if (!reply) {
+        goto fail;
+    }
+    memcpy(&ack, reply, sizeof(ack));
+    ack.message[sizeof(ack.message) - 1] = '\0';
+    if (ack.status) {
+        error_setg(errp, "slsvirt: hostd refused vm '%s': %s (%d)",
+                   s->vm_name, ack.message, (int32_t)le32_to_cpu(ack.status));
+        goto fail;
+    }
+    e->next_epoch = MAX(e->next_epoch, le64_to_cpu(ack.durable_epoch) + 1);
+    trace_slsvirt_connected(s->vm_name, e->nr_blocks, e->staging_size,
+                            le64_to_cpu(ack.durable_epoch));
+    qemu_set_fd_handler(e->sock, slsvirt_readable, NULL, s);
+    return true;
+
+fail:
+    close(e->sock);
+    e->sock = -1;
+    return false;
+}
+
+static void slsvirt_reconnect(void *opaque)
+{
+    SlsvirtState *s = opaque;
+    Error *err = NULL;
+
+    if (!slsvirt_connect(s, &err)) {
+        slsvirt_set_error(&s->engine, "%s", error_get_pretty(err));
+        error_free(err);
+    }
+}
+
+/* ---- capture --------------------------------------------------------- */
+
+/* Device state in qemu_save_device_state() format (what xen-save-devices-
+ * state and COLO use): every section but RAM. */
+static uint8_t *slsvirt_save_devices(size_t *len, Error **errp)
+{
+    QIOChannelBuffer *bioc = qio_channel_buffer_new(64 * KiB);
+    QEMUFile *f;
+    uint8_t *data = NULL;
+    int ret;
+
+    qio_channel_set_name(QIO_CHANNEL(bioc), "slsvirt-devstate");
+    f = qemu_file_new_output(QIO_CHANNEL(bioc));
+    object_unref(OBJECT(bioc));
+    ret = qemu_save_device_state(f);
+    if (ret == 0) {
+        ret = qemu_fflush(f);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "slsvirt: saving device state failed");
+    } else if (bioc->usage > SLS_PROTO_MAX_PAYLOAD - sizeof(struct sls_msg_epoch)) {
+        error_setg(errp, "slsvirt: device state too large (%zu bytes)",
+                   bioc->usage);
+    } else {
+        *len = bioc->usage;
+        data = g_memdup2(bioc->data, bioc->usage);
+    }
+    qemu_fclose(f);
+    return data;
+}
+
+static void slsvirt_capture_bh(void *opaque)
+{
+    SlsvirtState *s = opaque;
+    SlsvirtEngine *e = &s->engine;
+    Error *err = NULL;
+    g_autofree uint8_t *devstate = NULL;
+    g_autofree uint8_t *msg = NULL;
+    struct sls_msg_epoch *ep;
+    size_t devstate_len = 0;
+    int64_t t0, stop_ns;
+    uint64_t epoch;
+    unsigned i;
+
+    if (e->inflight_epoch || !e->request_pending) {
+        return;
+    }
+    if (e->sock < 0) {
+        slsvirt_fail_epochs(s);
+        return;
+    }
+
+    e->request_pending = false;
+    epoch = e->next_epoch++;
+
+    t0 = get_clock();
+    pause_all_vcpus();
+    for (i = 0; i < e->nr_blocks; i++) {
+        SlsvirtRamBlock *b = &e->blocks[i];
+
+        memcpy(e->staging + b->staging_offset,
+               qemu_ram_get_host_addr(b->rb),
+               qemu_ram_get_max_length(b->rb));
+    }
+    devstate = slsvirt_save_devices(&devstate_len, &err);
+    resume_all_vcpus();
+    stop_ns = get_clock() - t0;
+
+    e->last_stop_ns = stop_ns;
+    e->max_stop_ns = MAX(e->max_stop_ns, (uint64_t)stop_ns);
+    e->total_stop_ns += stop_ns;
+    trace_slsvirt_captured(epoch, stop_ns, devstate_len);
+
+    if (!devstate) {
+        e->inflight_epoch = epoch;
+        slsvirt_set_error(e, "epoch %" PRIu64 ": %s", epoch,
+                          error_get_pretty(err));
+        error_free(err);
+        slsvirt_fail_epochs(s);
+        return;
+    }
+
+    msg = g_malloc0(sizeof(*ep) + devstate_len);
+    ep = (struct sls_msg_epoch *)msg;
+    ep->epoch = cpu_to_le64(epoch);
+    ep->parent_epoch = cpu_to_le64(e->parent_epoch);
+    ep->flags = cpu_to_le64(SLS_EPOCH_F_FULL);
+    ep->capture_realtime_ns = cpu_to_le64(get_clock_realtime());
+    ep->stop_ns = cpu_to_le64(stop_ns);
+    ep->devstate_len = cpu_to_le32(devstate_len);
+    memcpy(ep + 1, devstate, devstate_len);
+
+    e->inflight_epoch = epoch;
+    if (!slsvirt_send(s, SLS_MSG_EPOCH, msg, sizeof(*ep) + devstate_len, -1,
+                      &err)) {
+        slsvirt_detach(s, err);
+    }
+}
+
+uint64_t slsvirt_engine_request(SlsvirtState *s, bool try_connect,
+                                Error **errp)
+{
+    SlsvirtEngine *e = &s->engine;
+
+    if (e->sock < 0) {
+        if (try_connect) {
+            if (!slsvirt_connect(s, errp)) {
+                return 0;
+            }
+        } else {
+            int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+
+            /* Try again soon, but never let a guest storm us into a
+             * connect per doorbell. */
+            if (!timer_pending(e->reconnect_timer)) {
+                timer_mod(e->reconnect_timer,
+                          MAX(now, e->last_connect_ns + SLSVIRT_RECONNECT_NS));
+            }
+            error_setg(errp, "no store attached (hostd unreachable)");
+            return 0;
+        }
+    }
+    e->request_pending = true;
+    if (!e->inflight_epoch) {
+        qemu_bh_schedule(e->capture_bh);
+    }
+    /* A capture that is in flight already happened: the request needs the
+     * next one. */
+    return e->next_epoch;
+}
+
+/* ---- acks from hostd ------------------------------------------------- */
+
+static void slsvirt_readable(void *opaque)
+{
+    SlsvirtState *s = opaque;
+    SlsvirtEngine *e = &s->engine;
+    Error *err = NULL;
+    g_autofree uint8_t *payload = NULL;
+    struct sls_msg_epoch_ack ack;
+    uint32_t len;
+    uint64_t epoch;
+    int32_t status;
+
+    payload = slsvirt_recv(s, SLS_MSG_EPOCH_ACK, sizeof(ack), &len, &err);
+    if (!payload) {
+        slsvirt_detach(s, err);
+        return;
+    }
+    memcpy(&ack, payload, sizeof(ack));
+    ack.message[sizeof(ack.message) - 1] = '\0';
+    epoch = le64_to_cpu(ack.epoch);
+    status = (int32_t)le32_to_cpu(ack.status);
+    if (!e->inflight_epoch || epoch != e->inflight_epoch) {
+        error_setg(&err, "slsvirt: hostd acked epoch %" PRIu64
+                   " but %" PRIu64 " is in flight", epoch, e->inflight_epoch);
+        slsvirt_detach(s, err);
+        return;
+    }
+
+    e->inflight_epoch = 0;
+    if (status == 0) {
+        s->durable_epoch = epoch;
+        e->parent_epoch = epoch;
+        e->epochs_committed++;
+        e->last_epoch_bytes = le64_to_cpu(ack.bytes_written);
+    } else {
+        s->failed_epoch = MAX(s->failed_epoch, epoch);
+        e->epochs_failed++;
+        slsvirt_set_error(e, "epoch %" PRIu64 " failed in hostd: %s (%d)",
+                          epoch, ack.message, status);
+    }
+    trace_slsvirt_epoch_done(epoch, status);
+    slsvirt_epoch_notify(s);
+    if (e->request_pending) {
+        qemu_bh_schedule(e->capture_bh);
+    }
+}
+
+/* ---- restore --------------------------------------------------------- */
+
+static bool slsvirt_load_devices(const uint8_t *buf, size_t len, Error **errp)
+{
+    QIOChannelBuffer *bioc = qio_channel_buffer_new(len);
+    QEMUFile *f;
+    int ret = -EINVAL;
+
+    memcpy(bioc->data, buf, len);
+    bioc->usage = len;
+    qio_channel_set_name(QIO_CHANNEL(bioc), "slsvirt-devstate");
+    f = qemu_file_new_input(QIO_CHANNEL(bioc));
+    object_unref(OBJECT(bioc));
+
+    if (qemu_get_be32(f) != QEMU_VM_FILE_MAGIC ||
+        qemu_get_be32(f) != QEMU_VM_FILE_VERSION) {
+        error_setg(errp, "slsvirt: device state has a bad header");
+        goto out;
+    }
+    cpu_synchronize_all_pre_loadvm();
+    ret = qemu_load_device_state(f);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "slsvirt: loading device state failed");
+    }
+out:
+    qemu_fclose(f);
+    return ret == 0;
+}
+
+static uint64_t slsvirt_engine_restore(SlsvirtState *s, uint64_t epoch,
+                                       Error **errp)
+{
+    SlsvirtEngine *e = &s->engine;
+    struct sls_msg_restore req = { .epoch = cpu_to_le64(epoch) };
+    struct sls_msg_restore_ack ack;
+    g_autofree uint8_t *reply = NULL;
+    uint32_t len, devstate_len;
+    uint64_t restored;
+    Error *err = NULL;
+    unsigned i;
+
+    if (runstate_is_running()) {
+        error_setg(errp, "sls-restore needs a VM that has not run: start "
+                   "QEMU with -S");
+        return 0;
+    }
+    if (!slsvirt_connect(s, errp)) {
+        return 0;
+    }
+    if (e->inflight_epoch || e->request_pending) {
+        error_setg(errp, "sls-restore: a checkpoint is in progress");
+        return 0;
+    }
+
+    /* Synchronous exchange: the VM is not running. */
+    qemu_set_fd_handler(e->sock, NULL, NULL, NULL);
+    if (!slsvirt_send(s, SLS_MSG_RESTORE, &req, sizeof(req), -1, &err)) {
+        goto detach;
+    }
+    reply = slsvirt_recv(s, SLS_MSG_RESTORE_ACK, sizeof(ack), &len, &err);
+    if (!reply) {
+        goto detach;
+    }
+    memcpy(&ack, reply, sizeof(ack));
+    ack.message[sizeof(ack.message) - 1] = '\0';
+    devstate_len = le32_to_cpu(ack.devstate_len);
+    restored = le64_to_cpu(ack.epoch);
+    qemu_set_fd_handler(e->sock, slsvirt_readable, NULL, s);
+    if (ack.status) {
+        error_setg(errp, "sls-restore: hostd: %s (%d)", ack.message,
+                   (int32_t)le32_to_cpu(ack.status));
+        return 0;
+    }
+    if (devstate_len != len - sizeof(ack) || !restored) {
+        error_setg(&err, "sls-restore: malformed reply from hostd");
+        goto detach;
+    }
+
+    for (i = 0; i < e->nr_blocks; i++) {
+        SlsvirtRamBlock *b = &e->blocks[i];
+
+        memcpy(qemu_ram_get_host_addr(b->rb),
+               e->staging + b->staging_offset,
+               qemu_ram_get_max_length(b->rb));
+    }
+    if (!slsvirt_load_devices(reply + sizeof(ack), devstate_len, errp)) {
+        return 0;
+    }
+
+    /* The restored state is epoch @restored itself: it is durable. Guest
+     * waiters that were blocked in PERSIST when it was captured wake once
+     * the VM runs. */
+    s->durable_epoch = restored;
+    e->parent_epoch = restored;
+    e->next_epoch = MAX(e->next_epoch, restored + 1);
+    e->notify_on_run = true;
+    trace_slsvirt_restored(restored, devstate_len);
+    return restored;
+
+detach:
+    error_propagate(errp, error_copy(err));
+    slsvirt_detach(s, err);
+    return 0;
+}
+
+static void slsvirt_vm_state_change(void *opaque, bool running,
+                                    RunState state)
+{
+    SlsvirtState *s = opaque;
+
+    if (running && s->engine.notify_on_run) {
+        s->engine.notify_on_run = false;
+        slsvirt_epoch_notify(s);
+    }
+}
+
+static void slsvirt_machine_ready(Notifier *n, void *data)
+{
+    SlsvirtState *s = SLSVIRT_PCI(object_resolve_path_type("", TYPE_SLSVIRT_PCI,
+                                                            NULL));
+    Error *err = NULL;
+
+    if (s && !slsvirt_connect(s, &err)) {
+        slsvirt_set_error(&s->engine, "%s (checkpoints unavailable until "
+                          "hostd answers)", error_get_pretty(err));
+        error_free(err);
+    }
+}
+
+void slsvirt_engine_init(SlsvirtState *s)
+{
+    SlsvirtEngine *e = &s->engine;
+
+    e->sock = -1;
+    e->staging_fd = -1;
+    e->next_epoch = 1;
+    e->capture_bh = qemu_bh_new_guarded(slsvirt_capture_bh, s,
+                                        &DEVICE(s)->mem_reentrancy_guard);
+    e->reconnect_timer = timer_new_ns(QEMU_CLOCK_REALTIME, slsvirt_reconnect,
+                                      s);
+    slsvirt_vmse = qemu_add_vm_change_state_handler(slsvirt_vm_state_change,
+                                                    s);
+    /* RAM blocks (ROMs, ACPI tables) keep appearing until the machine is
+     * done: lay out the staging area and say hello only then. */
+    slsvirt_machine_done.notify = slsvirt_machine_ready;
+    qemu_add_machine_init_done_notifier(&slsvirt_machine_done);
+}
+
+void slsvirt_engine_cleanup(SlsvirtState *s)
+{
+    SlsvirtEngine *e = &s->engine;
+
+    qemu_remove_machine_init_done_notifier(&slsvirt_machine_done);
+    qemu_del_vm_change_state_handler(slsvirt_vmse);
+    if (e->sock >= 0) {
+        qemu_set_fd_handler(e->sock, NULL, NULL, NULL);
+        close(e->sock);
+        e->sock = -1;
+    }
+    timer_free(e->reconnect_timer);
+    qemu_bh_delete(e->capture_bh);
+    if (e->staging) {
+        qemu_memfd_free(e->staging, e->staging_size, e->staging_fd);
+    }
+    g_free(e->last_error);
+}
+
+/* ---- QMP ------------------------------------------------------------- */
+
+static SlsvirtState *slsvirt_find(Error **errp)
+{
+    bool ambiguous = false;
+    Object *obj = object_resolve_path_type("", TYPE_SLSVIRT_PCI, &ambiguous);
+
+    if (!obj) {
+        error_setg(errp, ambiguous ? "more than one slsvirt-pci device"
+                                   : "no slsvirt-pci device in this VM");
+        return NULL;
+    }
+    return SLSVIRT_PCI(obj);
+}
+
+SlsCheckpoint *qmp_sls_checkpoint(Error **errp)
+{
+    SlsvirtState *s = slsvirt_find(errp);
+    SlsCheckpoint *ret;
+    uint64_t epoch;
+
+    if (!s) {
+        return NULL;
+    }
+    epoch = slsvirt_engine_request(s, true, errp);
+    if (!epoch) {
+        return NULL;
+    }
+    ret = g_new0(SlsCheckpoint, 1);
+    ret->epoch = epoch;
+    return ret;
+}
+
+SlsCheckpoint *qmp_sls_restore(bool has_epoch, uint64_t epoch, Error **errp)
+{
+    SlsvirtState *s = slsvirt_find(errp);
+    SlsCheckpoint *ret;
+    uint64_t restored;
+
+    if (!s) {
+        return NULL;
+    }
+    restored = slsvirt_engine_restore(s, has_epoch ? epoch : 0, errp);
+    if (!restored) {
+        return NULL;
+    }
+    ret = g_new0(SlsCheckpoint, 1);
+    ret->epoch = restored;
+    return ret;
+}
+
+SlsInfo *qmp_query_sls(Error **errp)
+{
+    SlsvirtState *s = slsvirt_find(errp);
+    SlsvirtEngine *e;
+    SlsInfo *info;
+
+    if (!s) {
+        return NULL;
+    }
+    e = &s->engine;
+    info = g_new0(SlsInfo, 1);
+    info->vm = g_strdup(s->vm_name);
+    info->connected = e->sock >= 0;
+    info->state = e->inflight_epoch ? SLS_STATE_WRITING :
+                  e->request_pending ? SLS_STATE_CAPTURING : SLS_STATE_IDLE;
+    info->current_epoch = e->next_epoch;
+    info->durable_epoch = s->durable_epoch;
+    info->failed_epoch = s->failed_epoch;
+    info->epochs_committed = e->epochs_committed;
+    info->epochs_failed = e->epochs_failed;
+    info->last_stop_ns = e->last_stop_ns;
+    info->max_stop_ns = e->max_stop_ns;
+    info->total_stop_ns = e->total_stop_ns;
+    info->last_epoch_bytes = e->last_epoch_bytes;
+    info->bad_accesses = s->bad_accesses;
+    info->last_error = g_strdup(e->last_error ? e->last_error : "");
+    return info;
+}

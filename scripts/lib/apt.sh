@@ -1,0 +1,54 @@
+# shellcheck shell=bash
+# Private apt configuration for slsvirt: adds bookworm-backports (binary) and
+# deb-src for bookworm, bookworm-backports and trixie, using the mirror URI
+# that this machine's own apt sources already name. The machine's apt setup
+# is never modified: sources and lists live under $SLS_CACHE/apt.
+
+sls_apt_mirror() {
+	# The first URI whose stanza/line carries a plain "bookworm" suite.
+	local uri
+	uri=$(awk '
+		/^[[:space:]]*#/ { next }
+		/^URIs:/ { u = $2 }
+		/^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") { print u; exit } }
+		/^deb[[:space:]]/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($(i+1) == "bookworm") { print $i; exit } } }
+	' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -n1)
+	[ -n "$uri" ] || { echo "slsvirt: cannot find a Debian bookworm mirror in this machine's apt sources" >&2; return 1; }
+	echo "${uri%/}"
+}
+
+sls_apt_setup() {
+	local dir="$SLS_CACHE/apt" mirror sec
+	mkdir -p "$dir/lists/partial" "$dir/archives/partial"
+	mirror=$(sls_apt_mirror) || return 1
+	{
+		echo "deb $mirror bookworm main"
+		echo "deb $mirror bookworm-updates main"
+		echo "deb $mirror bookworm-backports main"
+		echo "deb-src $mirror bookworm main"
+		echo "deb-src $mirror bookworm-backports main"
+		echo "deb-src $mirror trixie main"
+	} > "$dir/sources.list.new"
+	# Keep security updates the machine already uses.
+	sec=$(awk '/^URIs:/ { u = $2 } /^Suites:/ && /bookworm-security/ { print u; exit }' \
+		/etc/apt/sources.list.d/*.sources 2>/dev/null)
+	[ -n "$sec" ] && echo "deb ${sec%/} bookworm-security main" >> "$dir/sources.list.new"
+	if ! cmp -s "$dir/sources.list.new" "$dir/sources.list" || [ ! -e "$dir/updated" ] ||
+	   [ -n "$(find "$dir/updated" -mmin +720)" ]; then
+		mv "$dir/sources.list.new" "$dir/sources.list"
+		sls_apt update -q || return 1
+		touch "$dir/updated"
+	else
+		rm -f "$dir/sources.list.new"
+	fi
+}
+
+sls_apt() {
+	local dir="$SLS_CACHE/apt"
+	DEBIAN_FRONTEND=noninteractive apt-get \
+		-o Dir::Etc::sourcelist="$dir/sources.list" \
+		-o Dir::Etc::sourceparts=- \
+		-o Dir::State::Lists="$dir/lists" \
+		-o APT::Get::List-Cleanup=0 \
+		-o Acquire::Retries=3 "$@"
+}

@@ -1,0 +1,102 @@
+# shellcheck shell=bash
+# Build our QEMU: Debian's QEMU source + qemu-plugin/ (drop-in files and a
+# patch series) + the contract headers, as a lean x86_64-softmmu build.
+# The build lives in $SLS_CACHE/qemu/<key>, key = hash of the source version,
+# the configure line and every input file we add, so an unchanged tree is
+# reused at once and a changed one is rebuilt (ccache keeps that quick).
+# Needs: SLS_CACHE, SLS_ROOT (repo), scripts/versions.sh, scripts/lib/apt.sh.
+
+SLS_QEMU_CONFIGURE=(--python=/usr/bin/python3 --target-list=x86_64-softmmu
+	--without-default-features --disable-install-blobs --disable-docs
+	--disable-werror --enable-kvm --disable-user --disable-download
+	--enable-fdt=system)
+SLS_QEMU_TARGETS=(qemu-system-x86_64 tests/qtest/slsvirt-pci-test)
+
+sls_qemu_key() {
+	{
+		echo "$SLS_QEMU_SRC_VERSION $SLS_QEMU_ORIG_SHA256"
+		echo "${SLS_QEMU_CONFIGURE[*]} ${SLS_QEMU_TARGETS[*]}"
+		(cd "$SLS_ROOT" && find qemu-plugin/files qemu-plugin/patches include/slsvirt \
+			-type f -print0 | sort -z | xargs -0 sha256sum)
+	} | sha256sum | cut -c1-16
+}
+
+sls_qemu_fetch() {
+	local dir="$SLS_CACHE/src/qemu" orig
+	orig="$dir/$SLS_QEMU_ORIG"
+	mkdir -p "$dir"
+	if [ ! -f "$orig" ] || ! echo "$SLS_QEMU_ORIG_SHA256  $orig" | sha256sum -c --quiet - 2>/dev/null; then
+		rm -f "$orig"
+		echo "slsvirt: fetching Debian's qemu source $SLS_QEMU_SRC_VERSION"
+		(cd "$dir" && sls_apt source --download-only "qemu=$SLS_QEMU_SRC_VERSION") >"$dir/fetch.log" 2>&1 || {
+			tail -n 20 "$dir/fetch.log" >&2
+			echo "slsvirt: could not download qemu=$SLS_QEMU_SRC_VERSION source" >&2
+			return 1
+		}
+	fi
+	echo "$SLS_QEMU_ORIG_SHA256  $orig" | sha256sum -c --quiet - || {
+		echo "slsvirt: $orig does not match its pinned sha256" >&2
+		return 1
+	}
+}
+
+# The +ds source ships no firmware: link Debian's seabios and qemu-system-data
+# files into the build's data dir, so our QEMU (and its qtests) find them
+# without -L.
+sls_qemu_firmware() {
+	local datadir=$1 f
+	mkdir -p "$datadir"
+	for f in /usr/share/seabios/*.bin /usr/share/qemu/*.bin /usr/share/qemu/*.rom; do
+		[ -e "$f" ] && ln -sfn "$f" "$datadir/${f##*/}"
+	done
+	[ -e "$datadir/bios-256k.bin" ] || {
+		echo "slsvirt: no bios-256k.bin (is Debian's seabios installed?)" >&2
+		return 1
+	}
+}
+
+sls_qemu_build() {
+	local key dir src p
+	key=$(sls_qemu_key)
+	dir="$SLS_CACHE/qemu/$key"
+	src="$dir/$SLS_QEMU_DIR"
+	if [ ! -f "$dir/.done" ]; then
+		sls_qemu_fetch || return 1
+		echo "slsvirt: building QEMU (cache key $key) in $dir"
+		rm -rf "$dir"
+		mkdir -p "$dir"
+		tar -C "$dir" -xf "$SLS_CACHE/src/qemu/$SLS_QEMU_ORIG" || return 1
+		cp -r "$SLS_ROOT/qemu-plugin/files/." "$src/"
+		mkdir -p "$src/include/slsvirt"
+		cp "$SLS_ROOT"/include/slsvirt/*.h "$src/include/slsvirt/"
+		while read -r p; do
+			case "$p" in ''|'#'*) continue ;; esac
+			patch -d "$src" -p1 --batch --forward -s < "$SLS_ROOT/qemu-plugin/patches/$p" || {
+				echo "slsvirt: patch $p does not apply" >&2
+				return 1
+			}
+		done < "$SLS_ROOT/qemu-plugin/patches/series"
+		mkdir -p "$src/build"
+		(
+			cd "$src/build" &&
+			# Every key builds in its own tree: make ccache hash paths
+			# relative to it so a rebuilt key hits the previous key's objects.
+			export PATH="/usr/lib/ccache:$PATH" CCACHE_DIR="$SLS_CACHE/ccache" \
+				CCACHE_BASEDIR="$src" CCACHE_NOHASHDIR=1 &&
+			../configure "${SLS_QEMU_CONFIGURE[@]}" >configure.log 2>&1 || {
+				tail -n 30 configure.log >&2; exit 1; }
+			ninja "${SLS_QEMU_TARGETS[@]}" >build.log 2>&1 || {
+				grep -E 'error|FAILED' build.log | head -n 40 >&2; exit 1; }
+		) || { echo "slsvirt: QEMU build failed (logs in $src/build)" >&2; return 1; }
+		touch "$dir/.done"
+		# Keep the three newest builds; older keys are dead weight.
+		ls -1dt "$SLS_CACHE"/qemu/*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
+	else
+		echo "slsvirt: QEMU up to date (cache key $key)"
+	fi
+	sls_qemu_firmware "$src/build/qemu-bundle/usr/local/share/qemu"
+	mkdir -p "$SLS_ROOT/build/qemu"
+	ln -sfn "$src/build/qemu-system-x86_64" "$SLS_ROOT/build/qemu/qemu-system-x86_64"
+	ln -sfn "$src/build/tests/qtest/slsvirt-pci-test" "$SLS_ROOT/build/qemu/slsvirt-pci-test"
+	ln -sfn "$src" "$SLS_ROOT/build/qemu/src"
+}

@@ -1,0 +1,13 @@
+# shellcheck shell=bash
+# Pinned versions of every foreign tree slsvirt builds against. Changing a
+# line here changes the cache keys, so the next setup rebuilds what depends on it.
+
+# QEMU: Debian's source package (trixie), upstream orig tarball.
+SLS_QEMU_SRC_VERSION="1:10.0.13+ds-0+deb13u1"
+SLS_QEMU_ORIG="qemu_10.0.13+ds.orig.tar.xz"
+SLS_QEMU_ORIG_SHA256="6a0888e806c2ffc0c5f0733e974f9aea55491950d3c47c98669c8b236dde59ae"
+SLS_QEMU_DIR="qemu-10.0.13"
+
+# Guest (and future KVM-module) kernel: Debian's 6.12 from bookworm-backports.
+SLS_KVER="6.12.95+deb12-amd64"
+SLS_KPKG_VERSION="6.12.95-1~bpo12+1"
