@@ -81,16 +81,18 @@ static void slsvirt_put_action(void *data)
 	slsvirt_put(data);
 }
 
-/* Caller holds cmd_lock with !gone, or is the IRQ handler. */
+/*
+ * Caller holds cmd_lock with !gone, or is the IRQ handler. The registers are
+ * read under epoch_lock (IRQs off) so that a read made before an interrupt
+ * cannot overwrite the fresher values its handler stored.
+ */
 static void slsvirt_refresh_epochs(struct slsvirt_dev *sdev)
 {
-	u64 durable = readq(sdev->regs + SLSVIRT_REG_DURABLE_EPOCH);
-	u64 failed = readq(sdev->regs + SLSVIRT_REG_FAILED_EPOCH);
 	unsigned long flags;
 
 	spin_lock_irqsave(&sdev->epoch_lock, flags);
-	sdev->durable_epoch = durable;
-	sdev->failed_epoch = failed;
+	sdev->durable_epoch = readq(sdev->regs + SLSVIRT_REG_DURABLE_EPOCH);
+	sdev->failed_epoch = readq(sdev->regs + SLSVIRT_REG_FAILED_EPOCH);
 	spin_unlock_irqrestore(&sdev->epoch_lock, flags);
 }
 

@@ -353,10 +353,26 @@ static int write_sysfs(const char *path, const char *value)
  * node goes away, closing them is safe, and a rebind brings the device back.
  * Last case: it replaces dev_fd.
  */
-static void test_remove(void)
+struct waiter {
+	int ret;
+	uint64_t epoch;
+};
+
+static void *persist_waiter(void *arg)
+{
+	struct waiter *w = arg;
+
+	w->ret = persist_raw(&w->epoch);
+	return NULL;
+}
+
+static void test_remove(bool expect_host)
 {
 	char link[256], *bdf;
 	struct slsvirt_info info;
+	struct waiter w = { 0 };
+	pthread_t waiter;
+	bool have_waiter = false;
 	uint64_t epoch;
 	ssize_t n;
 	int ret;
@@ -369,9 +385,19 @@ static void test_remove(void)
 	link[n] = 0;
 	bdf = strrchr(link, '/') ? strrchr(link, '/') + 1 : link;
 
+	/* A PERSIST in flight while the device goes: ENODEV, or done before it went. */
+	if (expect_host && !pthread_create(&waiter, NULL, persist_waiter, &w)) {
+		have_waiter = true;
+		usleep(20000);
+	}
 	ret = write_sysfs("/sys/bus/pci/drivers/slsvirt/unbind", bdf);
 	report_detail("remove-unbind", ret == 0, "%s%s%s", bdf, ret ? ": " : "",
 		      ret ? strerror(-ret) : "");
+	if (have_waiter) {
+		pthread_join(waiter, NULL);
+		report_detail("remove-wakes-waiter", w.ret == -ENODEV || (!w.ret && w.epoch > 0),
+			      "waiter got %s", w.ret ? strerror(-w.ret) : "success before removal");
+	}
 	if (ret)
 		return;
 	expect_errno("remove-info-enodev", SLSVIRT_IOC_GET_INFO, &(struct slsvirt_info){ 0 },
@@ -425,7 +451,7 @@ int main(int argc, char **argv)
 	} else {
 		test_persist_no_host();
 	}
-	test_remove();
+	test_remove(expect_host);
 	if (expect_host && dev_fd >= 0) {
 		uint64_t epoch;
 		int ret = persist_raw(&epoch);

@@ -13,9 +13,12 @@ namespace slsvirt {
 
 uint32_t crc32c_portable(const void *data, size_t len, uint32_t crc)
 {
-	// Reflected register: the initial remainder of a continued computation
-	// is the previous (final-xored) crc xored back.
-	boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> c(crc ^ 0xFFFFFFFFu);
+	// Continuing a computation: the register is the previous crc with the
+	// final xor undone; Boost takes it in unreflected bit order.
+	uint32_t reg = crc ^ 0xFFFFFFFFu, init = 0;
+	for (int i = 0; i < 32; i++)
+		init |= ((reg >> i) & 1u) << (31 - i);
+	boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> c(init);
 	c.process_bytes(data, len);
 	return c.checksum();
 }

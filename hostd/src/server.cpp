@@ -16,6 +16,7 @@
 #include "slsvirt/proto_codec.hpp"
 #include "slsvirt/server.hpp"
 #include "slsvirt/store.hpp"
+#include "slsvirt/uring.hpp"
 
 namespace slsvirt {
 
@@ -122,7 +123,11 @@ public:
 			bool eof = false;
 			Status s = receive(h, payload, fds, &eof);
 			if (eof) {
-				SLS_LOG_INFO("%s: connection closed by peer", who().c_str());
+				// Before HELLO this is a liveness probe (slsctl), not worth a line.
+				if (handshaken_)
+					SLS_LOG_INFO("%s: connection closed by peer", who().c_str());
+				else
+					SLS_LOG_DEBUG("%s: closed before HELLO", who().c_str());
 				return;
 			}
 			if (!s.ok())
@@ -229,6 +234,10 @@ private:
 		if (!store)
 			return hello_fail(store.code(), store.message());
 		store_.emplace(std::move(*store));
+		auto ring = Uring::create(256);
+		if (!ring)
+			return hello_fail(ring.code(), ring.message());
+		ring_.emplace(std::move(*ring));
 		auto map = Mapping::map_shared(fds[0].get(), hello.staging_size);
 		if (!map)
 			return hello_fail(map.code(), map.message());
@@ -289,7 +298,7 @@ private:
 		}
 		last_epoch_ = e.epoch;
 		EpochMeta meta{e.epoch, e.parent_epoch, e.flags, e.capture_realtime_ns, e.stop_ns};
-		auto wr = store_->write_epoch(meta, blocks_, e.devstate, cfg_.faults);
+		auto wr = store_->write_epoch(meta, blocks_, e.devstate, cfg_.faults, &*ring_);
 		if (!wr) {
 			SLS_LOG_ERROR("%s: epoch %llu failed: %s", who().c_str(), ep, wr.message().c_str());
 			return ack_epoch(e.epoch, wr.code(), 0, wr.message());
@@ -354,6 +363,7 @@ private:
 	uint16_t version_ = 0;
 	uint64_t recv_seq_ = 0, send_seq_ = 0;
 	std::optional<Store> store_;
+	std::optional<Uring> ring_;	// this connection's own io_uring
 	UniqueFd staging_fd_;
 	Mapping staging_;
 	std::vector<RamBlockMem> blocks_;

@@ -202,8 +202,9 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 	std::vector<unsigned char> idxbuf, databuf;
 	for (;;) {
 		recno++;
-		if (off == size) {
-			sc.torn(recno, off, "no commit record (file ends after %d records)", recno - 1);
+		if (off >= size) {
+			sc.torn(recno, off, "no commit record (file ends after %d records%s)", recno - 1,
+				off > size ? ", the last one's padding cut short" : "");
 			return;
 		}
 		if (size - off < sizeof(fmt::RecordHeader)) {

@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 
 #include "slsvirt/crc32c.hpp"
 #include "slsvirt/fd.hpp"
@@ -90,7 +91,8 @@ Status validate_blocks(std::span<const RamBlockMem> blocks)
 } // namespace
 
 Result<WriteStats> Store::write_epoch(const EpochMeta &meta, std::span<const RamBlockMem> blocks,
-				      std::span<const unsigned char> devstate, const FaultPlan &faults) const
+				      std::span<const unsigned char> devstate, const FaultPlan &faults,
+				      Uring *ring) const
 {
 	const uint64_t t0 = now_ns(CLOCK_MONOTONIC);
 	if (meta.epoch == 0)
@@ -121,21 +123,30 @@ Result<WriteStats> Store::write_epoch(const EpochMeta &meta, std::span<const Ram
 	if (!fd.valid())
 		return errno_error("create " + path);
 
+	std::optional<Uring> own_ring;
+	if (!ring) {
+		auto r = Uring::create(256);
+		if (!r) {
+			fd.reset();
+			::unlink(path.c_str());
+			return r.error();
+		}
+		own_ring.emplace(std::move(*r));
+		ring = &*own_ring;
+	}
+	Buffers bufs;	// declared before the writer: outlives every queued write
+	UringFileWriter w(*ring, fd.get(), segment_file_name(meta.epoch));
+	if (faults.hits(FaultKind::fail_write, meta.epoch))
+		w.inject_error(-EIO);
+
 	auto fail = [&](Status s) -> Result<WriteStats> {
+		w.drain().ignore();	// nothing may still write from our buffers
 		fd.reset();
 		if (::unlink(path.c_str()) < 0)
 			SLS_LOG_WARN("could not remove failed segment %s: %s", path.c_str(), strerror(errno));
 		s.context(strf("epoch %llu", static_cast<unsigned long long>(meta.epoch)));
 		return s.error();
 	};
-
-	auto ring = Uring::create(256);
-	if (!ring)
-		return fail(ring.status());
-	UringFileWriter w(*ring, fd.get(), path);
-	if (faults.hits(FaultKind::fail_write, meta.epoch))
-		w.inject_error(-EIO);
-	Buffers bufs;
 	uint64_t cursor = 0;
 	uint64_t nr_records = 0;
 

@@ -24,12 +24,13 @@ TEST(Crc32c, HardwareMatchesPortableAndChains)
 {
 	std::vector<unsigned char> buf(10000);
 	test::fill_random(buf.data(), buf.size(), 7);
-	for (size_t len : {0ul, 1ul, 7ul, 8ul, 9ul, 63ul, 4096ul, 9999ul}) {
+	for (size_t len : {0ul, 1ul, 7ul, 8ul, 9ul, 63ul, 4096ul, 9990ul}) {
 		for (size_t off : {0ul, 1ul, 3ul}) {
 			uint32_t p = crc32c_portable(buf.data() + off, len);
 			EXPECT_EQ(crc32c(buf.data() + off, len), p) << len << " " << off;
-			if (crc32c_hw_available())
+			if (crc32c_hw_available()) {
 				EXPECT_EQ(crc32c_hw(buf.data() + off, len), p) << len << " " << off;
+			}
 		}
 	}
 	uint32_t whole = crc32c(buf.data(), buf.size());

@@ -119,6 +119,7 @@ TEST(Proto, WrongVersion)
 	ASSERT_TRUE(d.ok());
 	EXPECT_EQ(negotiate_version(*d).code(), -EPROTONOSUPPORT);
 	hi.min_version = 3;	// empty range
+	hi.max_version = 2;
 	EXPECT_FALSE(decode_hello(payload_of(encode_hello(hi, 1))).ok());
 }
 
@@ -201,8 +202,9 @@ TEST(Proto, BadBlocks)
 	auto rejects = [](Hello h, const char *why) {
 		auto d = decode_hello(payload_of(encode_hello(h, 1)));
 		EXPECT_FALSE(d.ok()) << why;
-		if (!d.ok())
+		if (!d.ok()) {
 			EXPECT_FALSE(d.message().empty());
+		}
 	};
 	Hello h = good_hello();
 	h.blocks[1].staging_offset = 4 * 4096;	// overlaps pc.ram

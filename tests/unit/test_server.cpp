@@ -380,13 +380,30 @@ pid_t spawn_daemon(const std::string &sock, const std::string &root, const std::
 		      static_cast<char *>(nullptr));
 		_exit(127);
 	}
-	for (int i = 0; i < 200; i++) {
-		if (access(sock.c_str(), F_OK) == 0)
+	// Wait until the new daemon answers (a stale socket file may still exist).
+	for (int i = 0; i < 500; i++) {
+		UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+		sockaddr_un a{};
+		a.sun_family = AF_UNIX;
+		strncpy(a.sun_path, sock.c_str(), sizeof(a.sun_path) - 1);
+		if (connect(fd.get(), reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0)
 			break;
 		usleep(10000);
 	}
 	return pid;
 }
+
+// Kills a daemon the test started if the test ends early (a failed ASSERT).
+struct DaemonGuard {
+	pid_t pid = -1;
+	~DaemonGuard()
+	{
+		if (pid > 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, nullptr, 0);
+		}
+	}
+};
 
 int wait_status(pid_t pid)
 {
@@ -404,7 +421,8 @@ TEST_P(CrashFaultTest, KilledDaemonLeavesTornEpochAndPreviousRestores)
 	if (!getenv("SLSVIRTD"))
 		GTEST_FAIL() << "SLSVIRTD (path of the slsvirtd binary) is not set; run through meson test";
 	const std::string fault = std::string(GetParam()) + ":2";
-	pid_t pid = spawn_daemon(sock(), root(), fault);
+	DaemonGuard guard;
+	pid_t pid = guard.pid = spawn_daemon(sock(), root(), fault);
 	ASSERT_GT(pid, 0);
 	std::vector<unsigned char> want;
 	{
@@ -420,6 +438,7 @@ TEST_P(CrashFaultTest, KilledDaemonLeavesTornEpochAndPreviousRestores)
 		EXPECT_FALSE(e.epoch(2, {2}));	// the daemon dies: no ack
 	}
 	int st = wait_status(pid);
+	guard.pid = -1;
 	ASSERT_TRUE(WIFSIGNALED(st));
 	EXPECT_EQ(WTERMSIG(st), SIGKILL);
 	auto store = Store::open(root(), "crashy", false);
@@ -429,7 +448,7 @@ TEST_P(CrashFaultTest, KilledDaemonLeavesTornEpochAndPreviousRestores)
 	EXPECT_EQ(newest("crashy"), 1u);
 
 	// A fresh daemon (the stale socket is replaced) restores epoch 1.
-	pid = spawn_daemon(sock(), root(), "");
+	pid = guard.pid = spawn_daemon(sock(), root(), "");
 	ASSERT_GT(pid, 0);
 	{
 		Engine e(sock(), "crashy");
@@ -448,6 +467,7 @@ TEST_P(CrashFaultTest, KilledDaemonLeavesTornEpochAndPreviousRestores)
 	}
 	kill(pid, SIGTERM);
 	st = wait_status(pid);
+	guard.pid = -1;
 	EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	EXPECT_EQ(newest("crashy"), 2u);
 }

@@ -259,8 +259,6 @@ TEST_F(StoreTest, BadRecordHeaderIndexAndPageCrc)
 
 	// One page's crc: only a full verify or a load sees it.
 	b = orig;
-	const uint64_t data = pages_off + sizeof(fmt::RecordHeader) + fmt::pages_data_offset(recs[1].payload_length ? 1 : 1);
-	(void)data;
 	fmt::RecordHeader h;
 	memcpy(&h, &b[pages_off], sizeof(h));
 	const uint64_t first_page = pages_off + sizeof(h) + fmt::pages_data_offset(h.count);

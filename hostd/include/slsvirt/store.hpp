@@ -15,6 +15,8 @@ namespace slsvirt {
 
 inline constexpr unsigned kDefaultRetain = 8;
 
+class Uring;
+
 // VM names: [A-Za-z0-9._-]{1,63}, not starting with '.'.
 [[nodiscard]] Status check_vm_name(std::string_view name);
 // Segment file name of an epoch: 16 lowercase hex digits + ".sls".
@@ -105,11 +107,13 @@ public:
 	[[nodiscard]] Result<SegmentInfo> newest_valid() const;
 
 	// Writes a full epoch from `blocks` (zero pages skipped) + devstate with
-	// io_uring; returns once the COMMIT record is durable. On failure the
+	// io_uring (`ring`, or one made for this call); returns once the COMMIT
+	// record is durable. On failure the
 	// partial segment is removed and the epoch is not visible.
 	[[nodiscard]] Result<WriteStats> write_epoch(const EpochMeta &meta, std::span<const RamBlockMem> blocks,
 						     std::span<const unsigned char> devstate,
-						     const FaultPlan &faults = FaultPlan()) const;
+						     const FaultPlan &faults = FaultPlan(),
+						     Uring *ring = nullptr) const;
 
 	// Loads epoch (0 = newest that verifies) into dest, whose idstrs and
 	// lengths must match the epoch's RAM layout (any order). zero_dest:

@@ -36,6 +36,9 @@ enum class UringOpKind : uint8_t { write = 1, fdatasync = 2 };
 class UringFileWriter {
 public:
 	UringFileWriter(Uring &ring, int fd, std::string what);
+	~UringFileWriter() { drain().ignore(); }
+	UringFileWriter(const UringFileWriter &) = delete;
+	UringFileWriter &operator=(const UringFileWriter &) = delete;
 
 	// Queues a write of buf[0, len) at file offset off. buf must stay valid
 	// until drain() returns. `record` names the record for error messages.

@@ -31,10 +31,12 @@
 #include "qapi/qapi-commands-slsvirt.h"
 #include "qom/object.h"
 #include "exec/cpu-common.h"
+#include "system/cpu-timers.h"
 #include "system/cpus.h"
 #include "system/runstate.h"
 #include "system/system.h"
 #include "io/channel-buffer.h"
+#include "migration/global_state.h"
 #include "migration/qemu-file.h"
 #include "migration/savevm.h"
 #include "hw/misc/slsvirt.h"
@@ -282,7 +284,8 @@ static bool slsvirt_layout(SlsvirtState *s, Error **errp)
         e->staging = NULL;
     }
     if (!e->staging) {
-        e->staging = qemu_memfd_alloc("slsvirt-staging", e->staging_size, 0,
+        e->staging = qemu_memfd_alloc("slsvirt-staging", e->staging_size,
+                                      F_SEAL_GROW | F_SEAL_SHRINK,
                                       &e->staging_fd, errp);
         if (!e->staging) {
             return false;
@@ -400,6 +403,9 @@ static uint8_t *slsvirt_save_devices(size_t *len, Error **errp)
     qio_channel_set_name(QIO_CHANNEL(bioc), "slsvirt-devstate");
     f = qemu_file_new_output(QIO_CHANNEL(bioc));
     object_unref(OBJECT(bioc));
+    /* The "globalstate" section carries the run state; a restored epoch is
+     * a running VM (what xen-save-devices-state records too). */
+    global_state_store_running();
     ret = qemu_save_device_state(f);
     if (ret == 0) {
         ret = qemu_fflush(f);
@@ -428,6 +434,7 @@ static void slsvirt_capture_bh(void *opaque)
     size_t devstate_len = 0;
     int64_t t0, stop_ns;
     uint64_t epoch;
+    bool ticking;
     unsigned i;
 
     if (e->inflight_epoch || !e->request_pending) {
@@ -443,6 +450,15 @@ static void slsvirt_capture_bh(void *opaque)
 
     t0 = get_clock();
     pause_all_vcpus();
+    /*
+     * Freeze guest time for the pause, as vm_stop() would: the saved "timer"
+     * section then holds absolute guest clock values (what a restore into a
+     * new process needs), and the guest does not see the pause as lost time.
+     */
+    ticking = runstate_is_running();
+    if (ticking) {
+        cpu_disable_ticks();
+    }
     for (i = 0; i < e->nr_blocks; i++) {
         SlsvirtRamBlock *b = &e->blocks[i];
 
@@ -451,6 +467,9 @@ static void slsvirt_capture_bh(void *opaque)
                qemu_ram_get_max_length(b->rb));
     }
     devstate = slsvirt_save_devices(&devstate_len, &err);
+    if (ticking) {
+        cpu_enable_ticks();
+    }
     resume_all_vcpus();
     stop_ns = get_clock() - t0;
 
@@ -701,8 +720,10 @@ void slsvirt_engine_init(SlsvirtState *s)
     e->sock = -1;
     e->staging_fd = -1;
     e->next_epoch = 1;
-    e->capture_bh = qemu_bh_new_guarded(slsvirt_capture_bh, s,
-                                        &DEVICE(s)->mem_reentrancy_guard);
+    /* Not a guarded BH: the capture does no DMA into our own registers, and
+     * pause_all_vcpus() drops the BQL, so vCPUs must be able to finish
+     * their register accesses meanwhile. */
+    e->capture_bh = qemu_bh_new(slsvirt_capture_bh, s);
     e->reconnect_timer = timer_new_ns(QEMU_CLOCK_REALTIME, slsvirt_reconnect,
                                       s);
     slsvirt_vmse = qemu_add_vm_change_state_handler(slsvirt_vm_state_change,

@@ -1,0 +1,59 @@
+# shellcheck shell=bash
+# Helpers for the integration suite: the guest suite's helpers (temp dirs,
+# prerequisites, fail()) plus the user's own tool, slsctl, driving real
+# QEMU + slsvirtd + guest. Source after `set -euo pipefail`.
+# shellcheck source=../guest/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../guest/lib.sh"
+
+SLSCTL=${SLSVIRT_SLSCTL:-$SLSVIRT_BUILD_ROOT/meson/hostd/slsctl}
+
+need_slsctl() {
+	[ -x "$SLSCTL" ] || fail "prerequisite missing: $SLSCTL (meson compile -C build/meson)"
+}
+
+# Everything slsctl starts (QEMU, slsvirtd) leaves a pidfile in the run dir.
+kill_run_dir() {
+	local f
+	for f in "$RUN_DIR"/*.pid; do
+		[ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
+	done
+}
+
+setup_integration() {
+	need_qemu
+	need_hostd
+	need_slsctl
+	need_image
+	make_tmp
+	trap 'kill_run_dir; cleanup' EXIT
+	export SLSVIRT_RUN_DIR=$RUN_DIR SLSVIRT_STORE_ROOT=$STORE SLSVIRT_QEMU=$QEMU
+	export SLSVIRT_KERNEL=$GUEST_DIR/vmlinuz SLSVIRT_INITRD=$GUEST_DIR/initramfs.cpio.gz
+	export SLSVIRT_HOSTD=$HOSTD
+	unset SLSVIRTD_FAULT
+}
+
+# wait_for FILE REGEX SECONDS: until a line of FILE matches REGEX.
+wait_for() {
+	local i
+	for ((i = 0; i < $3 * 10; i++)); do
+		grep -aq -- "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "---- $1 ----"; cat "$1" 2>/dev/null || true
+	[ -f "$TMP/run/slsvirtd.log" ] && { echo "---- hostd ----"; tail -n 30 "$TMP/run/slsvirtd.log"; }
+	fail "no line matching '$2' in $1 within $3 s"
+}
+
+# kill_vm VM: SIGKILL the VM's QEMU and wait until it is gone.
+kill_vm() {
+	local pid
+	pid=$(cat "$RUN_DIR/$1.pid") || fail "no pidfile for $1"
+	kill -9 "$pid"
+	while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+	log "QEMU of $1 (pid $pid) killed with SIGKILL"
+}
+
+# marker FILE SED-EXPR: the first value a 'SLS: ' line yields.
+marker() {
+	sed -n "$2" "$1" | head -n 1
+}
