@@ -16,7 +16,14 @@ constexpr Name kNames[] = {
 	{"crash-mid-data", FaultKind::crash_mid_data},
 	{"crash-before-commit", FaultKind::crash_before_commit},
 	{"fail-write", FaultKind::fail_write},
+	{"short-write", FaultKind::short_write},
+	{"enospc", FaultKind::enospc},
+	{"fail-fdatasync", FaultKind::fail_fdatasync},
 	{"delay-ack-ms", FaultKind::delay_ack_ms},
+	{"crash-compaction-writing", FaultKind::crash_compaction_writing},
+	{"crash-compaction-tmp", FaultKind::crash_compaction_tmp},
+	{"crash-compaction-renamed", FaultKind::crash_compaction_renamed},
+	{"crash-mid-compaction", FaultKind::crash_mid_compaction},
 };
 } // namespace
 
@@ -49,10 +56,8 @@ Result<FaultPlan> FaultPlan::parse(const std::string &spec)
 			}
 		}
 		if (!found)
-			return make_error(-EINVAL,
-					  "unknown fault '%s' (known: crash-mid-data, crash-before-commit, "
-					  "fail-write, delay-ack-ms)",
-					  name.c_str());
+			return make_error(-EINVAL, "unknown fault '%s' (known: %s)", name.c_str(),
+					  known_names().c_str());
 	}
 	return plan;
 }
@@ -83,6 +88,14 @@ std::string FaultPlan::describe() const
 					  static_cast<unsigned long long>(f.arg));
 	}
 	return s.empty() ? "none" : s;
+}
+
+std::string FaultPlan::known_names()
+{
+	std::string s;
+	for (const auto &n : kNames)
+		s += strf("%s%s", s.empty() ? "" : ", ", n.name);
+	return s;
 }
 
 void FaultPlan::crash(const char *where, uint64_t epoch)

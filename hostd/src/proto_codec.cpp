@@ -63,7 +63,7 @@ uint64_t max_size(uint16_t type)
 {
 	switch (type) {
 	case SLS_MSG_HELLO: return sizeof(sls_msg_hello) + SLS_MAX_RAM_BLOCKS * sizeof(sls_ram_block);
-	case SLS_MSG_EPOCH: return sizeof(sls_msg_epoch) + kMaxDevstate;
+	case SLS_MSG_EPOCH: return SLS_PROTO_MAX_PAYLOAD;	// devstate + page list
 	case SLS_MSG_RESTORE_ACK: return sizeof(sls_msg_restore_ack) + kMaxDevstate;
 	default: return fixed_size(type);
 	}
@@ -203,8 +203,6 @@ Result<Epoch> decode_epoch(std::span<const unsigned char> p)
 	if (p.size() < sizeof(sls_msg_epoch))
 		return make_error(-EPROTO, "EPOCH truncated");
 	auto m = load<sls_msg_epoch>(p);
-	if (m.reserved != 0)
-		return make_error(-EINVAL, "EPOCH: reserved must be 0");
 	if (m.epoch == 0)
 		return make_error(-EINVAL, "EPOCH: epoch 0 is reserved");
 	if (m.flags & ~SLS_EPOCH_F_FULL)
@@ -213,10 +211,56 @@ Result<Epoch> decode_epoch(std::span<const unsigned char> p)
 		return make_error(-EINVAL, "EPOCH: parent %llu not older than epoch %llu",
 				  static_cast<unsigned long long>(m.parent_epoch),
 				  static_cast<unsigned long long>(m.epoch));
-	if (m.devstate_len > kMaxDevstate || p.size() != sizeof(m) + m.devstate_len)
-		return make_error(-EPROTO, "EPOCH: devstate_len %u does not match the %zu payload bytes",
-				  m.devstate_len, p.size());
-	return Epoch{m.epoch, m.parent_epoch, m.flags, m.capture_realtime_ns, m.stop_ns, p.subspan(sizeof(m))};
+	if ((m.flags & SLS_EPOCH_F_FULL) && m.nr_pages != 0)
+		return make_error(-EINVAL, "EPOCH: full epoch %llu carries nr_pages %u (must be 0)",
+				  static_cast<unsigned long long>(m.epoch), m.nr_pages);
+	const uint64_t want = sizeof(m) + static_cast<uint64_t>(m.devstate_len) +
+			      static_cast<uint64_t>(m.nr_pages) * sizeof(uint64_t);
+	if (m.devstate_len > kMaxDevstate || p.size() != want)
+		return make_error(-EPROTO,
+				  "EPOCH: devstate_len %u + nr_pages %u (%llu bytes) does not match the %zu payload "
+				  "bytes",
+				  m.devstate_len, m.nr_pages, static_cast<unsigned long long>(want), p.size());
+	Epoch e{m.epoch, m.parent_epoch, m.flags, m.capture_realtime_ns, m.stop_ns,
+		p.subspan(sizeof(m), m.devstate_len)};
+	e.pages.resize(m.nr_pages);
+	if (m.nr_pages)
+		memcpy(e.pages.data(), p.data() + sizeof(m) + m.devstate_len, m.nr_pages * sizeof(uint64_t));
+	return e;
+}
+
+Result<std::vector<StagedPage>> resolve_epoch_pages(std::span<const uint64_t> pages,
+						    const std::vector<StagingBlock> &blocks)
+{
+	// Blocks sorted by staging offset; the ascending page list walks them once.
+	std::vector<uint32_t> order(blocks.size());
+	for (uint32_t i = 0; i < order.size(); i++)
+		order[i] = i;
+	std::sort(order.begin(), order.end(),
+		  [&](uint32_t a, uint32_t b) { return blocks[a].staging_offset < blocks[b].staging_offset; });
+	std::vector<StagedPage> out;
+	out.reserve(pages.size());
+	size_t bi = 0;
+	for (size_t i = 0; i < pages.size(); i++) {
+		const uint64_t idx = pages[i];
+		if (i > 0 && idx <= pages[i - 1])
+			return make_error(-EINVAL, "EPOCH: page list entry %zu (%llu) is not greater than entry %zu (%llu)%s",
+					  i, static_cast<unsigned long long>(idx), i - 1,
+					  static_cast<unsigned long long>(pages[i - 1]),
+					  idx == pages[i - 1] ? " (duplicate)" : " (unsorted)");
+		if (idx > UINT64_MAX / SLS_PAGE_SIZE)
+			return make_error(-EINVAL, "EPOCH: page list entry %zu (%llu) outside every RAM block", i,
+					  static_cast<unsigned long long>(idx));
+		const uint64_t off = idx * SLS_PAGE_SIZE;
+		while (bi < order.size() && off >= blocks[order[bi]].staging_offset + blocks[order[bi]].length)
+			bi++;
+		if (bi == order.size() || off < blocks[order[bi]].staging_offset)
+			return make_error(-EINVAL, "EPOCH: page list entry %zu (page %llu, staging offset 0x%llx) is "
+					  "outside every RAM block", i, static_cast<unsigned long long>(idx),
+					  static_cast<unsigned long long>(off));
+		out.push_back({order[bi], off - blocks[order[bi]].staging_offset});
+	}
+	return out;
 }
 
 Result<EpochAck> decode_epoch_ack(std::span<const unsigned char> p)
@@ -311,10 +355,14 @@ Bytes encode_epoch(const Epoch &e, uint64_t seq)
 	m.capture_realtime_ns = e.capture_realtime_ns;
 	m.stop_ns = e.stop_ns;
 	m.devstate_len = static_cast<uint32_t>(e.devstate.size());
-	Bytes p(sizeof(m) + e.devstate.size());
+	m.nr_pages = static_cast<uint32_t>(e.pages.size());
+	const size_t list = e.pages.size() * sizeof(uint64_t);
+	Bytes p(sizeof(m) + e.devstate.size() + list);
 	memcpy(p.data(), &m, sizeof(m));
 	if (!e.devstate.empty())
 		memcpy(p.data() + sizeof(m), e.devstate.data(), e.devstate.size());
+	if (list)
+		memcpy(p.data() + sizeof(m) + e.devstate.size(), e.pages.data(), list);
 	return frame(SLS_MSG_EPOCH, p, seq);
 }
 

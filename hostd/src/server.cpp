@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
 #include <optional>
 
+#include "slsvirt/compactor.hpp"
 #include "slsvirt/log.hpp"
 #include "slsvirt/proto_codec.hpp"
 #include "slsvirt/server.hpp"
@@ -108,6 +110,7 @@ public:
 	}
 	~Session()
 	{
+		compactor_.reset();	// joins its thread before the store goes
 		if (registered_) {
 			std::lock_guard lk(mu_);
 			active_.erase(vm_);
@@ -234,6 +237,9 @@ private:
 		if (!store)
 			return hello_fail(store.code(), store.message());
 		store_.emplace(std::move(*store));
+		store_->set_direct_io(cfg_.direct_io);
+		store_->remove_stale_temp_files();
+		hello_blocks_ = hello.blocks;
 		auto ring = Uring::create(256);
 		if (!ring)
 			return hello_fail(ring.code(), ring.message());
@@ -248,16 +254,22 @@ private:
 		auto list = store_->list(ScanDepth::structure);
 		if (!list)
 			return hello_fail(list.code(), list.message());
-		for (const auto &si : *list)
-			if (si.status == SegmentStatus::valid)
-				valid_epochs_.push_back(si.epoch);
-		newest_ = valid_epochs_.empty() ? 0 : valid_epochs_.back();
+		uint64_t durable = 0;
+		for (const auto &v : resolve_chains(*list)) {
+			if (v.seg.status == SegmentStatus::valid)
+				newest_ = v.seg.epoch;
+			if (v.restorable)
+				durable = v.seg.epoch;
+		}
+		compactor_ = std::make_unique<Compactor>(
+			*store_, RetentionPolicy{cfg_.retain, cfg_.compact_min, cfg_.compact_bytes_pct}, cfg_.faults,
+			cfg_.compact_interval_ms, who());
 		version_ = static_cast<uint16_t>(*ver);
 		handshaken_ = true;
-		SLS_LOG_INFO("%s: HELLO ok: %zu RAM blocks, staging %llu bytes, newest epoch %llu", who().c_str(),
-			     blocks_.size(), static_cast<unsigned long long>(hello.staging_size),
-			     static_cast<unsigned long long>(newest_));
-		Status s = send(proto::encode_hello_ack({0, *ver, newest_, "ok"}, ++send_seq_));
+		SLS_LOG_INFO("%s: HELLO ok: %zu RAM blocks, staging %llu bytes, newest epoch %llu, newest restorable %llu",
+			     who().c_str(), blocks_.size(), static_cast<unsigned long long>(hello.staging_size),
+			     static_cast<unsigned long long>(newest_), static_cast<unsigned long long>(durable));
+		Status s = send(proto::encode_hello_ack({0, *ver, durable, "ok"}, ++send_seq_));
 		if (!s.ok()) {
 			SLS_LOG_WARN("%s: %s", who().c_str(), s.message().c_str());
 			return false;
@@ -286,34 +298,50 @@ private:
 		}
 		const proto::Epoch &e = *er;
 		const auto ep = static_cast<unsigned long long>(e.epoch);
-		if (!(e.flags & SLS_EPOCH_F_FULL)) {
-			SLS_LOG_WARN("%s: epoch %llu is incremental, not supported yet", who().c_str(), ep);
-			return ack_epoch(e.epoch, -EOPNOTSUPP, 0, "incremental epochs are not supported yet");
-		}
-		if (e.epoch <= newest_ || e.epoch <= last_epoch_) {
-			std::string m = strf("epoch %llu is not newer than epoch %llu", ep,
-					     static_cast<unsigned long long>(std::max(newest_, last_epoch_)));
-			SLS_LOG_WARN("%s: %s", who().c_str(), m.c_str());
-			return ack_epoch(e.epoch, -EINVAL, 0, m);
-		}
+		const bool full = e.flags & SLS_EPOCH_F_FULL;
+		auto refuse = [&](int code, const std::string &m) {
+			SLS_LOG_WARN("%s: epoch %llu refused: %s", who().c_str(), ep, m.c_str());
+			last_acked_ = 0;	// the engine sends a FULL epoch next
+			return ack_epoch(e.epoch, code, 0, m);
+		};
+		if (e.epoch <= newest_ || e.epoch <= last_epoch_)
+			return refuse(-EINVAL, strf("epoch %llu is not newer than epoch %llu", ep,
+						    static_cast<unsigned long long>(std::max(newest_, last_epoch_))));
 		last_epoch_ = e.epoch;
+		std::vector<PageRef> pages;
+		if (!full) {
+			if (last_acked_ == 0 || e.parent_epoch != last_acked_)
+				return refuse(-EINVAL,
+					      strf("delta epoch %llu names parent %llu, but the last durable epoch on this "
+						   "connection is %llu: send a FULL epoch",
+						   ep, static_cast<unsigned long long>(e.parent_epoch),
+						   static_cast<unsigned long long>(last_acked_)));
+			auto rp = proto::resolve_epoch_pages(e.pages, hello_blocks_);
+			if (!rp)
+				return refuse(rp.code(), rp.message());
+			pages.reserve(rp->size());
+			for (const auto &sp : *rp)
+				pages.push_back({sp.block, sp.offset});
+		}
 		EpochMeta meta{e.epoch, e.parent_epoch, e.flags, e.capture_realtime_ns, e.stop_ns};
-		auto wr = store_->write_epoch(meta, blocks_, e.devstate, cfg_.faults, &*ring_);
+		auto wr = full ? store_->write_epoch(meta, blocks_, e.devstate, cfg_.faults, &*ring_)
+			       : store_->write_delta_epoch(meta, blocks_, pages, e.devstate, cfg_.faults, &*ring_);
 		if (!wr) {
 			SLS_LOG_ERROR("%s: epoch %llu failed: %s", who().c_str(), ep, wr.message().c_str());
+			last_acked_ = 0;
 			return ack_epoch(e.epoch, wr.code(), 0, wr.message());
 		}
-		SLS_LOG_INFO("vm %s epoch %llu durable: bytes=%llu pages=%llu zero_pages=%llu devstate=%llu "
-			     "write_ms=%.1f stop_ms=%.2f",
-			     vm_.c_str(), ep, static_cast<unsigned long long>(wr->file_bytes),
+		SLS_LOG_INFO("vm %s epoch %llu (%s) durable: bytes=%llu pages=%llu zero_pages=%llu devstate=%llu "
+			     "write_ms=%.2f stop_ms=%.2f",
+			     vm_.c_str(), ep, full ? "full" : "delta", static_cast<unsigned long long>(wr->file_bytes),
 			     static_cast<unsigned long long>(wr->nr_pages),
 			     static_cast<unsigned long long>(wr->zero_pages),
 			     static_cast<unsigned long long>(wr->devstate_bytes), wr->write_ns / 1e6, e.stop_ns / 1e6);
 		newest_ = e.epoch;
-		valid_epochs_.push_back(e.epoch);
-		if (Status r = store_->apply_retention(valid_epochs_, cfg_.retain); !r.ok())
-			SLS_LOG_WARN("%s: retention: %s", who().c_str(), r.message().c_str());
-		return ack_epoch(e.epoch, 0, wr->file_bytes, "durable");
+		last_acked_ = e.epoch;
+		bool ok = ack_epoch(e.epoch, 0, wr->file_bytes, "durable");
+		compactor_->kick();	// after the ack: retention never delays one
+		return ok;
 	}
 
 	void zero_staging()
@@ -333,7 +361,7 @@ private:
 		}
 		const uint64_t t0 = mono_ns();
 		zero_staging();
-		auto lr = store_->load(rr->epoch, blocks_, false);
+		auto lr = store_->load(rr->epoch, blocks_, false, &compactor_->store_lock());
 		proto::Bytes reply;
 		if (!lr) {
 			SLS_LOG_ERROR("%s: restore of epoch %llu failed: %s", who().c_str(),
@@ -367,8 +395,10 @@ private:
 	UniqueFd staging_fd_;
 	Mapping staging_;
 	std::vector<RamBlockMem> blocks_;
-	std::vector<uint64_t> valid_epochs_;
+	std::vector<proto::StagingBlock> hello_blocks_;
+	std::unique_ptr<Compactor> compactor_;
 	uint64_t newest_ = 0, last_epoch_ = 0;
+	uint64_t last_acked_ = 0;	// last epoch acked durable on this connection (a delta's only valid parent)
 };
 
 } // namespace

@@ -26,7 +26,8 @@ void on_signal(int)
 }
 
 const char kUsage[] =
-	"usage: slsvirtd --socket PATH --store-root DIR [--retain N] [--daemonize]\n"
+	"usage: slsvirtd --socket PATH --store-root DIR [--retain N] [--compact-min N]\n"
+	"                [--compact-bytes-pct P] [--direct-io] [--daemonize]\n"
 	"                [--pidfile FILE] [--log FILE] [--fault SPEC] [--verbose]\n"
 	"\n"
 	"Host daemon of slsvirt: accepts engine (QEMU) connections on PATH and\n"
@@ -34,13 +35,19 @@ const char kUsage[] =
 	"\n"
 	"  --socket PATH     unix socket to listen on (dir created 0700, socket 0600)\n"
 	"  --store-root DIR  store root, one directory per VM\n"
-	"  --retain N        keep the newest N valid epochs per VM (default 8)\n"
+	"  --retain N        keep at least the newest N restorable epochs per VM (default 8)\n"
+	"  --compact-min N   fold older epochs into a base once >= N segments can go (default 64)\n"
+	"  --compact-bytes-pct P  ... and they hold >= P% of the chain root's bytes (default 100)\n"
+	"  --direct-io       write segments with O_DIRECT where the filesystem supports it\n"
 	"  --daemonize       detach after the socket is listening\n"
 	"  --pidfile FILE    write the daemon's pid to FILE\n"
 	"  --log FILE        append log lines to FILE instead of stderr\n"
 	"  --fault SPEC      fault injection, also from $SLSVIRTD_FAULT:\n"
 	"                    crash-mid-data:E, crash-before-commit:E, fail-write:E,\n"
-	"                    delay-ack-ms:N (comma-separated)\n"
+	"                    short-write:E, enospc:E, fail-fdatasync:E, delay-ack-ms:N,\n"
+	"                    crash-compaction-writing:E, crash-compaction-tmp:E,\n"
+	"                    crash-compaction-renamed:E, crash-mid-compaction:E\n"
+	"                    (comma-separated; E = epoch, for compaction the base's epoch)\n"
 	"  --verbose         debug log lines\n";
 
 int usage_error(const std::string &msg)
@@ -96,6 +103,16 @@ int main(int argc, char **argv)
 			detach = true;
 		} else if (a == "--verbose") {
 			verbose = true;
+		} else if (a == "--direct-io") {
+			cfg.direct_io = true;
+		} else if (a == "--compact-min" || a == "--compact-bytes-pct") {
+			if (!(v = value(a.c_str())))
+				return usage_error(a + " needs a value");
+			char *end;
+			unsigned long n = strtoul(v, &end, 10);
+			if (!*v || *end || n > 1000000)
+				return usage_error(a + " needs a number");
+			(a == "--compact-min" ? cfg.compact_min : cfg.compact_bytes_pct) = static_cast<unsigned>(n);
 		} else if (a == "--socket" || a == "--store-root" || a == "--retain" || a == "--pidfile" ||
 			   a == "--log" || a == "--fault") {
 			if (!(v = value(a.c_str())))

@@ -5,9 +5,14 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <sys/mman.h>
+#include <limits.h>
+#include <time.h>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <set>
 
 #include "slsvirt/crc32c.hpp"
 #include "slsvirt/fd.hpp"
@@ -37,6 +42,16 @@ Status check_vm_name(std::string_view name)
 std::string segment_file_name(uint64_t epoch)
 {
 	return strf("%016llx.sls", static_cast<unsigned long long>(epoch));
+}
+
+const char *to_string(SegmentKind k)
+{
+	switch (k) {
+	case SegmentKind::full: return "full";
+	case SegmentKind::delta: return "delta";
+	case SegmentKind::base: return "base";
+	}
+	return "?";
 }
 
 const char *to_string(SegmentStatus s)
@@ -162,11 +177,12 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 		sc.corrupt(0, 0, "bad file magic (not an slsvirt segment)");
 		return;
 	}
-	if (fh.format_version != fmt::kFormatVersion) {
-		sc.corrupt(0, 0, "unsupported format version %u (this build reads version %u)", fh.format_version,
-			   fmt::kFormatVersion);
+	if (fh.format_version < fmt::kMinFormatVersion || fh.format_version > fmt::kFormatVersion) {
+		sc.corrupt(0, 0, "unsupported format version %u (this build reads versions %u..%u)",
+			   fh.format_version, fmt::kMinFormatVersion, fmt::kFormatVersion);
 		return;
 	}
+	const bool v1 = fh.format_version == 1;
 	if (fh.header_size != sizeof(fh)) {
 		sc.corrupt(0, 0, "file header size %u, expected %zu", fh.header_size, sizeof(fh));
 		return;
@@ -176,12 +192,16 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 		sc.corrupt(0, 0, "file header crc mismatch (stored 0x%08x, computed 0x%08x)", fh.header_crc, crc);
 		return;
 	}
-	if (fh.page_size != fmt::kPageSize || fh.flags != 0 || fh.reserved2 != 0 ||
+	const uint32_t allowed_flags = v1 ? 0 : fmt::kSegFBase;
+	if (fh.page_size != fmt::kPageSize || (fh.flags & ~allowed_flags) || fh.reserved2 != 0 ||
 	    !all_zero(fh.reserved, sizeof(fh.reserved))) {
-		sc.corrupt(0, 0, "file header: page size %u / flags 0x%x / reserved fields not as format 1 requires",
-			   fh.page_size, fh.flags);
+		sc.corrupt(0, 0,
+			   "file header: page size %u / flags 0x%x / reserved fields not as format %u requires",
+			   fh.page_size, fh.flags, fh.format_version);
 		return;
 	}
+	info.format_version = fh.format_version;
+	info.header_flags = fh.flags;
 	if (expect_epoch && fh.epoch != expect_epoch) {
 		sc.corrupt(0, 0, "file header says epoch %llu but the file is named for epoch %llu",
 			   static_cast<unsigned long long>(fh.epoch), static_cast<unsigned long long>(expect_epoch));
@@ -197,7 +217,7 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 
 	uint64_t off = fmt::kAlign;
 	int recno = 0;
-	uint64_t nr_pages = 0;
+	uint64_t nr_pages = 0, nr_zero = 0;
 	bool have_devstate = false;
 	std::vector<unsigned char> idxbuf, databuf;
 	for (;;) {
@@ -238,7 +258,8 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 			return;
 		}
 		if (max_payload(h.type) == 0) {
-			sc.corrupt(recno, off, "record type %u (%s) is not allowed in format version 1", h.type, tn);
+			sc.corrupt(recno, off, "record type %u (%s) is not allowed in format version %u", h.type, tn,
+				   fh.format_version);
 			return;
 		}
 		if (h.payload_length > max_payload(h.type)) {
@@ -267,8 +288,12 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 			}
 			break;
 		case fmt::kRecPages:
+			// Index, padding, then one data slot per non-ZERO entry: the
+			// exact slot count is checked once the index is read.
 			if (h.count < 1 || h.count > fmt::kMaxPagesPerRecord ||
-			    h.payload_length != fmt::pages_payload_length(h.count)) {
+			    h.payload_length < fmt::pages_data_offset(h.count) ||
+			    (h.payload_length - fmt::pages_data_offset(h.count)) % fmt::kPageSize ||
+			    h.payload_length > fmt::pages_payload_length(h.count)) {
 				sc.corrupt(recno, off, "PAGES with %u pages and %llu payload bytes", h.count,
 					   static_cast<unsigned long long>(h.payload_length));
 				return;
@@ -332,6 +357,7 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 			PagesRecord pr{static_cast<uint32_t>(recno), off, off + sizeof(h) + fmt::pages_data_offset(h.count),
 				       std::vector<fmt::PageIndexEntry>(h.count)};
 			memcpy(pr.index.data(), idxbuf.data(), checked_len);
+			uint64_t ndata = 0;
 			for (uint32_t i = 0; i < h.count; i++) {
 				const auto &e = pr.index[i];
 				if (e.block_id >= info.layout.size() || e.offset % fmt::kPageSize ||
@@ -340,31 +366,52 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 						   i, e.block_id, static_cast<unsigned long long>(e.offset));
 					return;
 				}
+				const uint16_t allowed = v1 ? 0 : fmt::kPageFZero;
+				if ((e.flags & ~allowed) || ((e.flags & fmt::kPageFZero) && e.page_crc != 0)) {
+					sc.corrupt(recno, off, "PAGES index entry %u: flags 0x%x / crc invalid for format %u",
+						   i, e.flags, fh.format_version);
+					return;
+				}
+				if (!(e.flags & fmt::kPageFZero))
+					ndata++;
+			}
+			if (h.payload_length != fmt::pages_payload_length(h.count, ndata)) {
+				sc.corrupt(recno, off,
+					   "PAGES with %u entries (%llu with data) but %llu payload bytes (expected %llu)",
+					   h.count, static_cast<unsigned long long>(ndata),
+					   static_cast<unsigned long long>(h.payload_length),
+					   static_cast<unsigned long long>(fmt::pages_payload_length(h.count, ndata)));
+				return;
 			}
 			if (depth == ScanDepth::full) {
-				databuf.resize(static_cast<size_t>(h.count) * fmt::kPageSize);
+				databuf.resize(static_cast<size_t>(ndata) * fmt::kPageSize);
 				if (Status s = pread_full(fd, databuf.data(), databuf.size(),
 							  static_cast<off_t>(pr.data_pos), "read page data");
 				    !s.ok()) {
 					sc.corrupt(recno, off, "%s", s.message().c_str());
 					return;
 				}
+				uint64_t slot = 0;
 				for (uint32_t i = 0; i < h.count; i++) {
-					uint32_t c = crc32c(databuf.data() + i * fmt::kPageSize, fmt::kPageSize);
-					if (c != pr.index[i].page_crc) {
-						const auto &e = pr.index[i];
+					const auto &e = pr.index[i];
+					if (e.flags & fmt::kPageFZero)
+						continue;
+					uint32_t c = crc32c(databuf.data() + slot * fmt::kPageSize, fmt::kPageSize);
+					if (c != e.page_crc) {
 						sc.corrupt(recno, off,
 							   "page %u (block '%s' offset 0x%llx, file offset %llu) crc "
 							   "mismatch (stored 0x%08x, computed 0x%08x)",
 							   i, info.layout[e.block_id].idstr.c_str(),
 							   static_cast<unsigned long long>(e.offset),
-							   static_cast<unsigned long long>(pr.data_pos + i * fmt::kPageSize),
+							   static_cast<unsigned long long>(pr.data_pos + slot * fmt::kPageSize),
 							   e.page_crc, c);
 						return;
 					}
+					slot++;
 				}
 			}
 			nr_pages += h.count;
+			nr_zero += h.count - ndata;
 			if (parsed)
 				parsed->pages.push_back(std::move(pr));
 		} else if (h.type == fmt::kRecDevstate) {
@@ -377,8 +424,8 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 			memcpy(&c, idxbuf.data(), sizeof(c));
 			if (c.epoch != fh.epoch || c.parent_epoch != fh.parent_epoch ||
 			    c.nr_records != static_cast<uint64_t>(recno - 1) || c.nr_pages != nr_pages ||
-			    c.page_bytes != nr_pages * fmt::kPageSize || c.commit_offset != off ||
-			    c.devstate_bytes != info.devstate_bytes || !have_devstate ||
+			    c.nr_zero_pages != nr_zero || c.page_bytes != (nr_pages - nr_zero) * fmt::kPageSize ||
+			    c.commit_offset != off || c.devstate_bytes != info.devstate_bytes || !have_devstate ||
 			    !all_zero(c.reserved, sizeof(c.reserved))) {
 				sc.corrupt(recno, off,
 					   "COMMIT does not match the records before it (commit says %llu records, "
@@ -397,7 +444,23 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 					   static_cast<unsigned long long>(size - off - fmt::kAlign));
 				return;
 			}
+			// Kind: FULL flag (every page) or a delta on a parent; a base
+			// is full. Only a delta may carry ZERO entries.
+			const bool full = c.epoch_flags & 1;	// SLS_EPOCH_F_FULL
+			const bool base = fh.flags & fmt::kSegFBase;
+			if ((c.epoch_flags & ~1ull) || (base && !full) || (!full && c.parent_epoch == 0) ||
+			    (full && nr_zero) || c.parent_epoch >= c.epoch || (v1 && !full)) {
+				sc.corrupt(recno, off,
+					   "COMMIT: epoch flags 0x%llx, parent %llu, %llu ZERO entries, header flags 0x%x "
+					   "do not form a full, delta or base segment",
+					   static_cast<unsigned long long>(c.epoch_flags),
+					   static_cast<unsigned long long>(c.parent_epoch),
+					   static_cast<unsigned long long>(nr_zero), fh.flags);
+				return;
+			}
+			info.kind = base ? SegmentKind::base : full ? SegmentKind::full : SegmentKind::delta;
 			info.epoch_flags = c.epoch_flags;
+			info.nr_zero_pages = c.nr_zero_pages;
 			info.nr_records = c.nr_records;
 			info.nr_pages = c.nr_pages;
 			info.page_bytes = c.page_bytes;
@@ -493,119 +556,322 @@ Result<std::vector<SegmentInfo>> Store::list(ScanDepth depth) const
 	return out;
 }
 
-Result<SegmentInfo> Store::newest_valid() const
+std::string Store::temp_path(uint64_t epoch) const { return segment_path(epoch) + ".tmp"; }
+
+void Store::remove_stale_temp_files() const
 {
-	auto all = list(ScanDepth::structure);
-	if (!all)
-		return all.error();
-	for (auto it = all->rbegin(); it != all->rend(); ++it) {
-		if (it->status != SegmentStatus::valid)
-			continue;
-		SegmentInfo full = scan(it->epoch, ScanDepth::full);
-		if (full.status == SegmentStatus::valid)
-			return full;
-		SLS_LOG_WARN("VM %s epoch %llu fails verification: %s", vm_.c_str(),
-			     static_cast<unsigned long long>(it->epoch), full.detail.c_str());
+	DIR *d = ::opendir(epochs_dir_.c_str());
+	if (!d)
+		return;
+	std::vector<std::string> stale;
+	while (struct dirent *de = ::readdir(d)) {
+		std::string n = de->d_name;
+		if (n.size() == 24 && n.compare(16, 8, ".sls.tmp") == 0)
+			stale.push_back(epochs_dir_ + "/" + n);
 	}
-	return make_error(-ENOENT, "VM '%s' has no valid epoch in %s", vm_.c_str(), epochs_dir_.c_str());
+	::closedir(d);
+	for (const auto &p : stale) {
+		SLS_LOG_INFO("removing %s left by an interrupted compaction", p.c_str());
+		::unlink(p.c_str());
+	}
 }
 
-Result<LoadResult> Store::load_one(const SegmentInfo &hint, std::span<const RamBlockMem> dest, bool zero_dest) const
+std::vector<EpochView> resolve_chains(const std::vector<SegmentInfo> &segments)
 {
-	Parsed parsed;
-	UniqueFd fd(::open(hint.path.c_str(), O_RDONLY | O_CLOEXEC));
-	if (!fd.valid())
-		return errno_error("open " + hint.path);
-	LoadResult res;
-	res.info.path = hint.path;
-	scan_fd(fd.get(), res.info, hint.epoch, vm_, ScanDepth::structure, &parsed);
-	const auto ep = static_cast<unsigned long long>(hint.epoch);
-	if (res.info.status != SegmentStatus::valid)
-		return make_error(-EBADMSG, "epoch %llu is %s: %s", ep, to_string(res.info.status),
-				  res.info.detail.c_str());
-	// Layout must match exactly (as a set of idstr + length).
-	std::vector<int> map(res.info.layout.size(), -1);
-	if (res.info.layout.size() != dest.size())
-		return make_error(-EINVAL, "epoch %llu has %zu RAM blocks, this VM has %zu", ep,
-				  res.info.layout.size(), dest.size());
-	for (size_t i = 0; i < res.info.layout.size(); i++) {
-		const auto &lb = res.info.layout[i];
-		for (size_t j = 0; j < dest.size(); j++)
-			if (dest[j].idstr == lb.idstr)
-				map[i] = static_cast<int>(j);
-		if (map[i] < 0)
-			return make_error(-EINVAL, "epoch %llu has RAM block '%s', which this VM lacks", ep,
-					  lb.idstr.c_str());
-		if (dest[static_cast<size_t>(map[i])].length != lb.length)
-			return make_error(-EINVAL, "RAM block '%s': epoch %llu has %llu bytes, this VM %llu",
-					  lb.idstr.c_str(), ep, static_cast<unsigned long long>(lb.length),
-					  static_cast<unsigned long long>(dest[static_cast<size_t>(map[i])].length));
-	}
-	if (zero_dest)
-		for (const auto &d : dest)
-			memset(d.base, 0, d.length);
-	std::vector<struct iovec> iov;
-	for (const auto &pr : parsed.pages) {
-		iov.clear();
-		for (const auto &e : pr.index)
-			iov.push_back({dest[static_cast<size_t>(map[e.block_id])].base + e.offset, fmt::kPageSize});
-		size_t done = 0;	// pages complete
-		while (done < iov.size()) {
-			ssize_t n = ::preadv(fd.get(), iov.data() + done, static_cast<int>(iov.size() - done),
-					     static_cast<off_t>(pr.data_pos + done * fmt::kPageSize));
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0)
-				return errno_error("read pages of " + hint.path);
-			if (n == 0)
-				return make_error(-EBADMSG, "epoch %llu: unexpected end of file in record %u", ep,
-						  pr.recno);
-			if (n % fmt::kPageSize) {
-				// Partial page: finish that one page with pread, then go on.
-				size_t page = done + static_cast<size_t>(n) / fmt::kPageSize;
-				size_t got = static_cast<size_t>(n) % fmt::kPageSize;
-				auto *base = static_cast<unsigned char *>(iov[page].iov_base);
-				SLS_TRY(pread_full(fd.get(), base + got, fmt::kPageSize - got,
-						   static_cast<off_t>(pr.data_pos + page * fmt::kPageSize + got),
-						   "read page"));
-				done = page + 1;
+	std::vector<EpochView> out;
+	std::map<uint64_t, size_t> at;	// epoch -> index in out
+	for (const auto &seg : segments) {
+		EpochView v;
+		v.seg = seg;
+		const auto ep = static_cast<unsigned long long>(seg.epoch);
+		if (seg.status != SegmentStatus::valid) {
+			v.why = strf("segment %s: %s", to_string(seg.status), seg.detail.c_str());
+		} else if (seg.kind != SegmentKind::delta) {
+			v.restorable = true;
+			v.chain = {seg.epoch};
+		} else {
+			const auto pe = static_cast<unsigned long long>(seg.parent_epoch);
+			auto it = at.find(seg.parent_epoch);
+			if (seg.parent_epoch >= seg.epoch || it == at.end()) {
+				v.why = strf("parent epoch %llu is missing", pe);
 			} else {
-				done += static_cast<size_t>(n) / fmt::kPageSize;
+				const EpochView &p = out[it->second];
+				bool same_layout = p.seg.layout.size() == seg.layout.size();
+				for (size_t i = 0; same_layout && i < seg.layout.size(); i++)
+					same_layout = p.seg.layout[i].idstr == seg.layout[i].idstr &&
+						      p.seg.layout[i].length == seg.layout[i].length;
+				if (!p.restorable) {
+					v.why = strf("parent epoch %llu is not restorable (%s)", pe, p.why.c_str());
+				} else if (!same_layout) {
+					v.why = strf("RAM layout differs from parent epoch %llu", pe);
+				} else {
+					v.restorable = true;
+					v.chain = p.chain;
+					v.chain.push_back(seg.epoch);
+				}
 			}
 		}
-		for (size_t i = 0; i < pr.index.size(); i++) {
-			uint32_t c = crc32c(iov[i].iov_base, fmt::kPageSize);
-			if (c != pr.index[i].page_crc)
-				return make_error(-EBADMSG,
-						  "epoch %llu is corrupt: record %u at offset %llu: page %zu (block '%s' "
-						  "offset 0x%llx) crc mismatch (stored 0x%08x, computed 0x%08x)",
-						  ep, pr.recno, static_cast<unsigned long long>(pr.offset), i,
-						  res.info.layout[pr.index[i].block_id].idstr.c_str(),
-						  static_cast<unsigned long long>(pr.index[i].offset), pr.index[i].page_crc,
-						  c);
-		}
-		res.pages_loaded += pr.index.size();
+		(void)ep;
+		at[seg.epoch] = out.size();
+		out.push_back(std::move(v));
 	}
-	res.devstate = std::move(parsed.devstate);
+	return out;
+}
+
+RetentionPlan plan_retention(const std::vector<EpochView> &views, const RetentionPolicy &policy)
+{
+	RetentionPlan plan;
+	const unsigned retain = policy.retain ? policy.retain : 1;
+	std::vector<const EpochView *> restorable;
+	std::map<uint64_t, const EpochView *> by_epoch;
+	for (const auto &v : views) {
+		by_epoch[v.seg.epoch] = &v;
+		if (v.restorable)
+			restorable.push_back(&v);
+	}
+	if (restorable.size() <= retain)
+		return plan;
+	const size_t first_kept = restorable.size() - retain;
+	const EpochView &oldest = *restorable[first_kept];
+	const uint64_t o = oldest.seg.epoch;
+	plan.oldest_retained = o;
+
+	// Segments the retained epochs need, with `o` as it is or as a base.
+	auto needed = [&](bool o_is_base) {
+		std::set<uint64_t> n;
+		for (size_t i = first_kept; i < restorable.size(); i++) {
+			const auto &ch = restorable[i]->chain;
+			auto from = ch.begin();
+			if (o_is_base)
+				if (auto f = std::find(ch.begin(), ch.end(), o); f != ch.end())
+					from = f;
+			n.insert(from, ch.end());
+		}
+		return n;
+	};
+	auto removable = [&](const std::set<uint64_t> &need) {
+		std::vector<uint64_t> r;
+		for (const auto &v : views)
+			if (v.seg.epoch < o && v.seg.status == SegmentStatus::valid && !need.count(v.seg.epoch))
+				r.push_back(v.seg.epoch);
+		std::reverse(r.begin(), r.end());	// newest first: leftovers of a crash stay restorable
+		return r;
+	};
+	plan.remove = removable(needed(false));
+	if (oldest.seg.kind == SegmentKind::delta) {
+		std::vector<uint64_t> with_base = removable(needed(true));
+		uint64_t bytes = 0;
+		for (uint64_t e : with_base)
+			bytes += by_epoch[e]->seg.file_size;
+		const uint64_t root_bytes = by_epoch[oldest.chain.front()]->seg.file_size;
+		const size_t gain = with_base.size() - plan.remove.size();
+		if (gain > 0 && with_base.size() >= std::max(1u, policy.compact_min) &&
+		    bytes * 100 >= root_bytes * policy.compact_bytes_pct) {
+			plan.compact_epoch = o;
+			plan.remove = std::move(with_base);
+		}
+	}
+	if (!plan.compact_epoch && plan.remove.empty())
+		plan.oldest_retained = 0;	// nothing to do yet
+	return plan;
+}
+
+Result<std::vector<EpochView>> Store::catalog(ScanDepth depth) const
+{
+	auto all = list(depth);
+	if (!all)
+		return all.error();
+	return resolve_chains(*all);
+}
+
+Result<SegmentInfo> Store::newest_restorable(ScanDepth depth) const
+{
+	auto views = catalog(ScanDepth::structure);
+	if (!views)
+		return views.error();
+	std::map<uint64_t, SegmentStatus> verified;	// full verify of each segment at most once
+	std::map<uint64_t, std::string> why;
+	for (auto it = views->rbegin(); it != views->rend(); ++it) {
+		if (!it->restorable)
+			continue;
+		if (depth == ScanDepth::structure)
+			return it->seg;
+		bool ok = true;
+		for (uint64_t e : it->chain) {
+			if (!verified.count(e)) {
+				SegmentInfo s = scan(e, ScanDepth::full);
+				verified[e] = s.status;
+				why[e] = s.detail;
+			}
+			if (verified[e] != SegmentStatus::valid) {
+				SLS_LOG_WARN("VM %s epoch %llu is not restorable: segment %llu fails verification: %s",
+					     vm_.c_str(), static_cast<unsigned long long>(it->seg.epoch),
+					     static_cast<unsigned long long>(e), why[e].c_str());
+				ok = false;
+				break;
+			}
+		}
+		if (ok)
+			return it->seg;
+	}
+	return make_error(-ENOENT, "VM '%s' has no restorable epoch in %s", vm_.c_str(), epochs_dir_.c_str());
+}
+
+Result<SegmentInfo> Store::newest_valid() const { return newest_restorable(ScanDepth::full); }
+
+Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, std::span<const RamBlockMem> dest,
+				     bool zero_dest, std::mutex *lock) const
+{
+	// Open every segment of the chain first (under `lock`, so a compaction
+	// cannot delete a link in between); the open fds keep them readable.
+	std::vector<UniqueFd> fds;
+	{
+		std::unique_lock<std::mutex> lk;
+		if (lock)
+			lk = std::unique_lock(*lock);
+		for (uint64_t e : chain) {
+			UniqueFd fd(::open(segment_path(e).c_str(), O_RDONLY | O_CLOEXEC));
+			if (!fd.valid())
+				return make_error(-EBADMSG, "epoch %llu: chain segment %llu: open %s: %s",
+						  static_cast<unsigned long long>(chain.back()),
+						  static_cast<unsigned long long>(e), segment_path(e).c_str(),
+						  strerror(errno));
+			fds.push_back(std::move(fd));
+		}
+	}
+	LoadResult res;
+	const auto target = static_cast<unsigned long long>(chain.back());
+	bool zeroed = !zero_dest;
+	for (size_t ci = 0; ci < chain.size(); ci++) {
+		Parsed parsed;
+		SegmentInfo info;
+		info.path = segment_path(chain[ci]);
+		scan_fd(fds[ci].get(), info, chain[ci], vm_, ScanDepth::structure, &parsed);
+		const auto ep = static_cast<unsigned long long>(chain[ci]);
+		if (info.status != SegmentStatus::valid)
+			return make_error(-EBADMSG, "epoch %llu: chain segment %llu is %s: %s", target, ep,
+					  to_string(info.status), info.detail.c_str());
+		if ((ci == 0) != (info.kind != SegmentKind::delta) ||
+		    (ci > 0 && info.parent_epoch != chain[ci - 1]))
+			return make_error(-EBADMSG, "epoch %llu: segment %llu (%s, parent %llu) does not fit its chain",
+					  target, ep, to_string(info.kind),
+					  static_cast<unsigned long long>(info.parent_epoch));
+		// Layout must match exactly (as a set of idstr + length).
+		std::vector<int> map(info.layout.size(), -1);
+		if (info.layout.size() != dest.size())
+			return make_error(-EINVAL, "epoch %llu has %zu RAM blocks, this VM has %zu", ep, info.layout.size(),
+					  dest.size());
+		for (size_t i = 0; i < info.layout.size(); i++) {
+			const auto &lb = info.layout[i];
+			for (size_t j = 0; j < dest.size(); j++)
+				if (dest[j].idstr == lb.idstr)
+					map[i] = static_cast<int>(j);
+			if (map[i] < 0)
+				return make_error(-EINVAL, "epoch %llu has RAM block '%s', which this VM lacks", ep,
+						  lb.idstr.c_str());
+			if (dest[static_cast<size_t>(map[i])].length != lb.length)
+				return make_error(-EINVAL, "RAM block '%s': epoch %llu has %llu bytes, this VM %llu",
+						  lb.idstr.c_str(), ep, static_cast<unsigned long long>(lb.length),
+						  static_cast<unsigned long long>(dest[static_cast<size_t>(map[i])].length));
+		}
+		if (!zeroed) {
+			for (const auto &d : dest)
+				memset(d.base, 0, d.length);
+			zeroed = true;
+		}
+		std::vector<struct iovec> iov;
+		std::vector<size_t> iov_entry;	// index entry of each iovec
+		for (const auto &pr : parsed.pages) {
+			iov.clear();
+			iov_entry.clear();
+			for (size_t i = 0; i < pr.index.size(); i++) {
+				const auto &e = pr.index[i];
+				unsigned char *at = dest[static_cast<size_t>(map[e.block_id])].base + e.offset;
+				if (e.flags & fmt::kPageFZero) {
+					memset(at, 0, fmt::kPageSize);
+					res.zero_pages++;
+					continue;
+				}
+				iov.push_back({at, fmt::kPageSize});
+				iov_entry.push_back(i);
+			}
+			size_t done = 0;	// pages complete
+			while (done < iov.size()) {
+				int cnt = static_cast<int>(std::min<size_t>(iov.size() - done, IOV_MAX));
+				ssize_t n = ::preadv(fds[ci].get(), iov.data() + done, cnt,
+						     static_cast<off_t>(pr.data_pos + done * fmt::kPageSize));
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n < 0)
+					return errno_error("read pages of " + info.path);
+				if (n == 0)
+					return make_error(-EBADMSG, "epoch %llu: unexpected end of file in record %u", ep,
+							  pr.recno);
+				if (n % fmt::kPageSize) {
+					// Partial page: finish that one page with pread, then go on.
+					size_t page = done + static_cast<size_t>(n) / fmt::kPageSize;
+					size_t got = static_cast<size_t>(n) % fmt::kPageSize;
+					auto *base = static_cast<unsigned char *>(iov[page].iov_base);
+					SLS_TRY(pread_full(fds[ci].get(), base + got, fmt::kPageSize - got,
+							   static_cast<off_t>(pr.data_pos + page * fmt::kPageSize + got),
+							   "read page"));
+					done = page + 1;
+				} else {
+					done += static_cast<size_t>(n) / fmt::kPageSize;
+				}
+			}
+			for (size_t k = 0; k < iov.size(); k++) {
+				const auto &e = pr.index[iov_entry[k]];
+				uint32_t c = crc32c(iov[k].iov_base, fmt::kPageSize);
+				if (c != e.page_crc)
+					return make_error(-EBADMSG,
+							  "epoch %llu is corrupt: record %u at offset %llu: page %zu (block "
+							  "'%s' offset 0x%llx) crc mismatch (stored 0x%08x, computed 0x%08x)",
+							  ep, pr.recno, static_cast<unsigned long long>(pr.offset),
+							  iov_entry[k], info.layout[e.block_id].idstr.c_str(),
+							  static_cast<unsigned long long>(e.offset), e.page_crc, c);
+			}
+			res.pages_loaded += iov.size();
+		}
+		if (ci + 1 == chain.size()) {
+			res.devstate = std::move(parsed.devstate);
+			res.info = std::move(info);
+			res.info.epoch = chain[ci];
+		}
+	}
+	res.chain = chain;
 	return res;
 }
 
-Result<LoadResult> Store::load(uint64_t epoch, std::span<const RamBlockMem> dest, bool zero_dest) const
+Result<LoadResult> Store::load(uint64_t epoch, std::span<const RamBlockMem> dest, bool zero_dest,
+			       std::mutex *lock) const
 {
-	if (epoch != 0) {
-		SegmentInfo hint;
-		hint.epoch = epoch;
-		hint.path = segment_path(epoch);
-		return load_one(hint, dest, zero_dest);
+	std::vector<EpochView> views;
+	{
+		std::unique_lock<std::mutex> lk;
+		if (lock)
+			lk = std::unique_lock(*lock);
+		auto c = catalog(ScanDepth::structure);
+		if (!c)
+			return c.error();
+		views = std::move(*c);
 	}
-	auto all = list(ScanDepth::structure);
-	if (!all)
-		return all.error();
-	std::string why;
-	for (auto it = all->rbegin(); it != all->rend(); ++it) {
-		if (it->status != SegmentStatus::valid)
+	if (epoch != 0) {
+		for (const auto &v : views) {
+			if (v.seg.epoch != epoch)
+				continue;
+			if (!v.restorable)
+				return make_error(-EBADMSG, "epoch %llu is not restorable: %s",
+						  static_cast<unsigned long long>(epoch), v.why.c_str());
+			return load_chain(v.chain, dest, zero_dest, lock);
+		}
+		return make_error(-ENOENT, "epoch %llu does not exist for VM '%s'", static_cast<unsigned long long>(epoch),
+				  vm_.c_str());
+	}
+	for (auto it = views.rbegin(); it != views.rend(); ++it) {
+		if (!it->restorable)
 			continue;
-		auto r = load_one(*it, dest, zero_dest);
+		auto r = load_chain(it->chain, dest, zero_dest, lock);
 		if (r.ok() || r.code() != -EBADMSG)
 			return r;
 		SLS_LOG_WARN("VM %s: %s; trying an older epoch", vm_.c_str(), r.message().c_str());
@@ -614,20 +880,152 @@ Result<LoadResult> Store::load(uint64_t epoch, std::span<const RamBlockMem> dest
 	return make_error(-ENOENT, "VM '%s' has no valid epoch to restore", vm_.c_str());
 }
 
-Status Store::apply_retention(std::vector<uint64_t> &valid_epochs, unsigned retain) const
-{
-	if (retain == 0)
-		retain = 1;
-	std::sort(valid_epochs.begin(), valid_epochs.end());
-	Status st;
-	while (valid_epochs.size() > retain) {
-		uint64_t e = valid_epochs.front();
-		std::string p = segment_path(e);
-		if (::unlink(p.c_str()) < 0 && errno != ENOENT && st.ok())
-			st = errno_error("remove " + p);
-		valid_epochs.erase(valid_epochs.begin());
+namespace {
+// An anonymous, lazily populated image of a VM's RAM (compaction).
+class Image {
+public:
+	~Image()
+	{
+		if (base_ != MAP_FAILED)
+			munmap(base_, len_);
 	}
-	return st;
+	Status map(size_t len)
+	{
+		len_ = len;
+		base_ = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (base_ == MAP_FAILED)
+			return errno_error(strf("map a %zu-byte RAM image", len));
+		return {};
+	}
+	unsigned char *data() const { return static_cast<unsigned char *>(base_); }
+
+private:
+	void *base_ = MAP_FAILED;
+	size_t len_ = 0;
+};
+
+uint64_t mono_ns()
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+} // namespace
+
+Result<CompactStats> Store::compact(const RetentionPlan &plan, const FaultPlan &faults, std::mutex *lock,
+				    const std::function<void(CompactStage)> &at_stage) const
+{
+	CompactStats cs;
+	const uint64_t t0 = mono_ns();
+	auto stage = [&](CompactStage st, FaultKind k, const char *name, uint64_t e) {
+		if (at_stage)
+			at_stage(st);
+		if (faults.hits(k, e))
+			FaultPlan::crash(name, e);
+	};
+	const uint64_t e = plan.compact_epoch;
+	if (e) {
+		std::vector<EpochView> views;
+		{
+			std::unique_lock<std::mutex> lk;
+			if (lock)
+				lk = std::unique_lock(*lock);
+			auto c = catalog(ScanDepth::structure);
+			if (!c)
+				return c.error();
+			views = std::move(*c);
+		}
+		const EpochView *v = nullptr;
+		for (const auto &x : views)
+			if (x.seg.epoch == e)
+				v = &x;
+		if (!v || !v->restorable)
+			return make_error(-ENOENT, "compaction: epoch %llu is not restorable: %s",
+					  static_cast<unsigned long long>(e), v ? v->why.c_str() : "no such segment");
+		cs.epoch = e;
+		cs.chain_len = v->chain.size();
+		uint64_t total = 0;
+		for (const auto &b : v->seg.layout)
+			total += b.length;
+		Image img;
+		SLS_TRY(img.map(total));
+		std::vector<RamBlockMem> blocks;
+		uint64_t at = 0;
+		for (const auto &b : v->seg.layout) {
+			blocks.push_back({b.idstr, b.length, img.data() + at});
+			at += b.length;
+		}
+		const uint64_t t1 = mono_ns();
+		auto lr = load_chain(v->chain, blocks, false, lock);
+		if (!lr)
+			return make_error(lr.code(), "compaction of epoch %llu: %s", static_cast<unsigned long long>(e),
+					  lr.message().c_str());
+		cs.load_ns = mono_ns() - t1;
+		if (at_stage)
+			at_stage(CompactStage::writing_tmp);
+		SegmentSpec spec;
+		spec.path = temp_path(e);
+		spec.fsync_dir_if_new = false;	// the rename's directory fsync covers the name
+		spec.meta = {e, v->seg.parent_epoch, 1 /* SLS_EPOCH_F_FULL */, v->seg.capture_realtime_ns,
+			     v->seg.stop_ns};
+		spec.header_flags = fmt::kSegFBase;
+		spec.blocks = blocks;
+		spec.devstate = lr->devstate;
+		spec.crash_mid = FaultKind::crash_compaction_writing;
+		spec.epoch_faults = false;
+		const uint64_t t2 = mono_ns();
+		auto wr = write_segment(spec, faults, nullptr);
+		if (!wr)
+			return make_error(wr.code(), "compaction of epoch %llu: %s", static_cast<unsigned long long>(e),
+					  wr.message().c_str());
+		cs.write_ns = mono_ns() - t2;
+		cs.base_bytes = wr->file_bytes;
+		stage(CompactStage::tmp_durable, FaultKind::crash_compaction_tmp, "crash-compaction-tmp", e);
+		std::unique_lock<std::mutex> lk;
+		if (lock)
+			lk = std::unique_lock(*lock);
+		if (::rename(spec.path.c_str(), segment_path(e).c_str()) < 0) {
+			Error err = errno_error("rename " + spec.path);
+			::unlink(spec.path.c_str());
+			return err;
+		}
+		SLS_TRY(fsync_dir(epochs_dir_));
+		stage(CompactStage::renamed, FaultKind::crash_compaction_renamed, "crash-compaction-renamed", e);
+	}
+	// Deletes, newest first, each only after the base (if any) is durable.
+	{
+		std::unique_lock<std::mutex> lk;
+		if (lock)
+			lk = std::unique_lock(*lock);
+		const size_t half = plan.remove.size() / 2;
+		Status st;
+		for (size_t i = 0; i < plan.remove.size(); i++) {
+			if (i == half && e)
+				stage(CompactStage::mid_delete, FaultKind::crash_mid_compaction, "crash-mid-compaction", e);
+			std::string p = segment_path(plan.remove[i]);
+			if (::unlink(p.c_str()) < 0 && errno != ENOENT && st.ok())
+				st = errno_error("remove " + p);
+			else
+				cs.removed++;
+		}
+		if (!plan.remove.empty())
+			fsync_dir(epochs_dir_).ignore();	// the deletes need not be durable: either way is consistent
+		if (!st.ok())
+			return st.error();
+	}
+	cs.total_ns = mono_ns() - t0;
+	return cs;
+}
+
+Result<CompactStats> Store::apply_retention(const RetentionPolicy &policy, const FaultPlan &faults) const
+{
+	auto views = catalog(ScanDepth::structure);
+	if (!views)
+		return views.error();
+	RetentionPlan plan = plan_retention(*views, policy);
+	if (!plan.oldest_retained)
+		return CompactStats{};
+	return compact(plan, faults);
 }
 
 } // namespace slsvirt

@@ -4,6 +4,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -16,6 +17,7 @@
 #include "slsvirt/uring.hpp"
 
 namespace slsvirt {
+
 namespace {
 
 uint64_t now_ns(clockid_t clk)
@@ -52,22 +54,26 @@ fmt::RecordHeader make_record_header(uint16_t type, uint64_t epoch, uint64_t pay
 	return h;
 }
 
-struct PageRef {
-	uint32_t block;
-	uint64_t offset;
-};
-
-// A zero-initialised buffer owned until the writer drains.
+// Zero-initialised, 4096-aligned buffers (usable with O_DIRECT) owned until
+// the writer drains.
 class Buffers {
 public:
 	unsigned char *alloc(size_t n)
 	{
-		bufs_.push_back(std::make_unique<unsigned char[]>(n));
+		n = fmt::align_up(n, fmt::kAlign);
+		void *p = std::aligned_alloc(fmt::kAlign, n);
+		if (!p)
+			return nullptr;
+		memset(p, 0, n);
+		bufs_.emplace_back(static_cast<unsigned char *>(p));
 		return bufs_.back().get();
 	}
 
 private:
-	std::vector<std::unique_ptr<unsigned char[]>> bufs_;
+	struct Free {
+		void operator()(unsigned char *p) const { std::free(p); }
+	};
+	std::vector<std::unique_ptr<unsigned char, Free>> bufs_;
 };
 
 Status validate_blocks(std::span<const RamBlockMem> blocks)
@@ -88,13 +94,113 @@ Status validate_blocks(std::span<const RamBlockMem> blocks)
 	return {};
 }
 
+// Appends a segment sequentially: small pieces are copied into 4 MiB
+// aligned chunks so a small delta goes out as one write; long page runs
+// (>= kRefMin) are written straight from the source memory.
+class Appender {
+public:
+	static constexpr size_t kChunk = 4u << 20;
+	static constexpr size_t kRefMin = 256u << 10;
+
+	Appender(UringFileWriter &w, Buffers &bufs) : w_(w), bufs_(bufs) {}
+	uint64_t offset() const { return start_ + len_; }
+	void set_record(uint32_t r) { recno_ = r; }
+
+	// n zeroed bytes at the end of the segment (n a multiple of 4096).
+	Result<unsigned char *> take(size_t n)
+	{
+		if (len_ + n > cap_) {
+			SLS_TRY(flush());
+			cap_ = std::max(kChunk, n);
+			cur_ = bufs_.alloc(cap_);
+			if (!cur_)
+				return make_error(-ENOMEM, "out of memory for a %zu-byte write buffer", cap_);
+		}
+		unsigned char *p = cur_ + len_;
+		len_ += n;
+		return p;
+	}
+	Status copy(const unsigned char *src, size_t n)
+	{
+		if (n >= kRefMin) {
+			SLS_TRY(flush());
+			SLS_TRY(w_.write(src, n, start_, recno_));
+			start_ += n;
+			return {};
+		}
+		auto p = take(n);
+		if (!p)
+			return p.status();
+		memcpy(*p, src, n);
+		return {};
+	}
+	Status flush()
+	{
+		if (len_) {
+			SLS_TRY(w_.write(cur_, len_, start_, recno_));
+			start_ += len_;
+		}
+		cur_ = nullptr;
+		len_ = cap_ = 0;
+		return {};
+	}
+
+private:
+	UringFileWriter &w_;
+	Buffers &bufs_;
+	uint64_t start_ = 0;	// file offset of cur_[0]
+	unsigned char *cur_ = nullptr;
+	size_t len_ = 0, cap_ = 0;
+	uint32_t recno_ = 0;
+};
+
+struct Entry {
+	uint32_t block;
+	uint64_t offset;
+	bool zero;
+};
+
 } // namespace
 
 Result<WriteStats> Store::write_epoch(const EpochMeta &meta, std::span<const RamBlockMem> blocks,
 				      std::span<const unsigned char> devstate, const FaultPlan &faults,
 				      Uring *ring) const
 {
+	SegmentSpec spec;
+	spec.path = segment_path(meta.epoch);
+	spec.meta = meta;
+	spec.blocks = blocks;
+	spec.devstate = devstate;
+	return write_segment(spec, faults, ring);
+}
+
+Result<WriteStats> Store::write_delta_epoch(const EpochMeta &meta, std::span<const RamBlockMem> blocks,
+					    std::span<const PageRef> pages, std::span<const unsigned char> devstate,
+					    const FaultPlan &faults, Uring *ring) const
+{
+	if (meta.flags & 1)	// SLS_EPOCH_F_FULL
+		return make_error(-EINVAL, "epoch %llu: a delta epoch must not carry the FULL flag",
+				  static_cast<unsigned long long>(meta.epoch));
+	if (meta.parent_epoch == 0 || meta.parent_epoch >= meta.epoch)
+		return make_error(-EINVAL, "delta epoch %llu: parent %llu must be an older epoch",
+				  static_cast<unsigned long long>(meta.epoch),
+				  static_cast<unsigned long long>(meta.parent_epoch));
+	SegmentSpec spec;
+	spec.path = segment_path(meta.epoch);
+	spec.meta = meta;
+	spec.blocks = blocks;
+	spec.delta = true;
+	spec.pages = pages;
+	spec.devstate = devstate;
+	return write_segment(spec, faults, ring);
+}
+
+Result<WriteStats> Store::write_segment(const SegmentSpec &spec, const FaultPlan &faults, Uring *ring) const
+{
 	const uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+	const EpochMeta &meta = spec.meta;
+	const auto blocks = spec.blocks;
+	const auto devstate = spec.devstate;
 	if (meta.epoch == 0)
 		return make_error(-EINVAL, "epoch 0 is reserved (means 'none')");
 	SLS_TRY(validate_blocks(blocks));
@@ -102,26 +208,56 @@ Result<WriteStats> Store::write_epoch(const EpochMeta &meta, std::span<const Ram
 		return make_error(-EFBIG, "device state of %zu bytes exceeds the %llu allowed", devstate.size(),
 				  static_cast<unsigned long long>(fmt::kMaxDevstate));
 
-	// 1. Find the non-zero pages (page-granular scan of the source memory).
+	// 1. Which pages: a full segment scans for non-zero pages; a delta takes
+	// exactly its list, a now-zero page becoming a ZERO entry.
 	WriteStats stats;
-	std::vector<PageRef> pages;
-	for (uint32_t b = 0; b < blocks.size(); b++) {
-		for (uint64_t off = 0; off < blocks[b].length; off += fmt::kPageSize) {
-			if (page_is_zero(blocks[b].base + off))
-				stats.zero_pages++;
-			else
-				pages.push_back({b, off});
+	std::vector<Entry> pages;
+	if (spec.delta) {
+		pages.reserve(spec.pages.size());
+		for (const auto &p : spec.pages) {
+			if (p.block >= blocks.size() || p.offset % fmt::kPageSize || p.offset >= blocks[p.block].length)
+				return make_error(-EINVAL, "epoch %llu: page (block %u, offset 0x%llx) outside the RAM blocks",
+						  static_cast<unsigned long long>(meta.epoch), p.block,
+						  static_cast<unsigned long long>(p.offset));
+			bool z = page_is_zero(blocks[p.block].base + p.offset);
+			stats.zero_pages += z;
+			pages.push_back({p.block, p.offset, z});
+		}
+	} else {
+		for (uint32_t b = 0; b < blocks.size(); b++) {
+			for (uint64_t off = 0; off < blocks[b].length; off += fmt::kPageSize) {
+				if (page_is_zero(blocks[b].base + off))
+					stats.zero_pages++;
+				else
+					pages.push_back({b, off, false});
+			}
 		}
 	}
 
 	// 2. Create the segment (O_TRUNC: a torn/corrupt segment of the same
 	// epoch number is overwritten; callers never reuse a valid epoch).
-	const std::string path = segment_path(meta.epoch);
+	const std::string &path = spec.path;
 	struct stat st;
 	const bool existed = ::stat(path.c_str(), &st) == 0;
-	UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+	const int oflags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+	bool direct = direct_io_;
+	UniqueFd fd(::open(path.c_str(), oflags | (direct ? O_DIRECT : 0), 0600));
+	if (!fd.valid() && direct && errno == EINVAL) {
+		direct = false;	// e.g. tmpfs: no O_DIRECT
+		fd.reset(::open(path.c_str(), oflags, 0600));
+	}
 	if (!fd.valid())
 		return errno_error("create " + path);
+	UniqueFd dirfd;
+	if (!existed && spec.fsync_dir_if_new) {
+		dirfd.reset(::open(epochs_dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+		if (!dirfd.valid()) {
+			Error e = errno_error("open directory " + epochs_dir_);
+			fd.reset();
+			::unlink(path.c_str());
+			return e;
+		}
+	}
 
 	std::optional<Uring> own_ring;
 	if (!ring) {
@@ -135,9 +271,20 @@ Result<WriteStats> Store::write_epoch(const EpochMeta &meta, std::span<const Ram
 		ring = &*own_ring;
 	}
 	Buffers bufs;	// declared before the writer: outlives every queued write
-	UringFileWriter w(*ring, fd.get(), segment_file_name(meta.epoch));
-	if (faults.hits(FaultKind::fail_write, meta.epoch))
-		w.inject_error(-EIO);
+	const std::string what = path.substr(path.rfind('/') + 1);
+	UringFileWriter w(*ring, fd.get(), what);
+	bool enospc_pending = false;
+	if (spec.epoch_faults) {
+		UringFaults uf;
+		if (faults.hits(FaultKind::fail_write, meta.epoch))
+			uf.write_error = -EIO;
+		uf.short_writes = faults.hits(FaultKind::short_write, meta.epoch);
+		uf.short_align = direct ? fmt::kAlign : 1;
+		if (faults.hits(FaultKind::fail_fdatasync, meta.epoch))
+			uf.fdatasync_error = -EIO;
+		w.inject(uf);
+		enospc_pending = faults.hits(FaultKind::enospc, meta.epoch);
+	}
 
 	auto fail = [&](Status s) -> Result<WriteStats> {
 		w.drain().ignore();	// nothing may still write from our buffers
@@ -147,34 +294,36 @@ Result<WriteStats> Store::write_epoch(const EpochMeta &meta, std::span<const Ram
 		s.context(strf("epoch %llu", static_cast<unsigned long long>(meta.epoch)));
 		return s.error();
 	};
-	uint64_t cursor = 0;
+	auto nomem = [&]() { return fail(make_error(-ENOMEM, "out of memory for record buffers")); };
 	uint64_t nr_records = 0;
+	Appender out(w, bufs);
 
 	// File header.
 	{
-		unsigned char *buf = bufs.alloc(fmt::kAlign);
+		auto buf = out.take(fmt::kAlign);
+		if (!buf)
+			return fail(buf.status());
 		fmt::FileHeader fh{};
 		memcpy(fh.magic, fmt::kFileMagic, sizeof(fh.magic));
 		fh.format_version = fmt::kFormatVersion;
 		fh.header_size = sizeof(fh);
 		fh.page_size = fmt::kPageSize;
+		fh.flags = spec.header_flags;
 		fh.epoch = meta.epoch;
 		fh.parent_epoch = meta.parent_epoch;
 		snprintf(fh.vm_name, sizeof(fh.vm_name), "%s", vm_.c_str());
 		fh.created_realtime_ns = now_ns(CLOCK_REALTIME);
 		fh.header_crc = crc32c(&fh, offsetof(fmt::FileHeader, header_crc));
-		memcpy(buf, &fh, sizeof(fh));
-		Status s = w.write(buf, fmt::kAlign, 0, 0);
-		if (!s.ok())
-			return fail(s);
-		cursor = fmt::kAlign;
+		memcpy(*buf, &fh, sizeof(fh));
 	}
 	// RAM_LAYOUT.
 	{
+		out.set_record(static_cast<uint32_t>(++nr_records));
 		uint64_t plen = blocks.size() * sizeof(fmt::LayoutBlock);
-		uint64_t span = fmt::record_span(plen);
-		unsigned char *buf = bufs.alloc(span);
-		auto *lb = reinterpret_cast<fmt::LayoutBlock *>(buf + sizeof(fmt::RecordHeader));
+		auto buf = out.take(fmt::record_span(plen));
+		if (!buf)
+			return fail(buf.status());
+		auto *lb = reinterpret_cast<fmt::LayoutBlock *>(*buf + sizeof(fmt::RecordHeader));
 		for (size_t i = 0; i < blocks.size(); i++) {
 			fmt::LayoutBlock x{};
 			memcpy(x.idstr, blocks[i].idstr.data(), blocks[i].idstr.size());
@@ -183,97 +332,121 @@ Result<WriteStats> Store::write_epoch(const EpochMeta &meta, std::span<const Ram
 		}
 		auto h = make_record_header(fmt::kRecRamLayout, meta.epoch, plen, static_cast<uint32_t>(blocks.size()),
 					    crc32c(lb, plen));
-		memcpy(buf, &h, sizeof(h));
-		Status s = w.write(buf, span, cursor, static_cast<uint32_t>(++nr_records));
-		if (!s.ok())
-			return fail(s);
-		cursor += span;
+		memcpy(*buf, &h, sizeof(h));
 	}
-	// PAGES records: index then page data straight from the source memory,
-	// contiguous pages coalesced into one write.
+	// PAGES records: index, then the data slots (ZERO entries have none),
+	// contiguous source pages coalesced.
 	const size_t nr_page_records = (pages.size() + fmt::kMaxPagesPerRecord - 1) / fmt::kMaxPagesPerRecord;
 	const size_t crash_after = nr_page_records / 2 ? nr_page_records / 2 : 1;
 	for (size_t r = 0; r < nr_page_records; r++) {
 		size_t first = r * fmt::kMaxPagesPerRecord;
 		size_t n = std::min<size_t>(fmt::kMaxPagesPerRecord, pages.size() - first);
 		uint64_t data_off = fmt::pages_data_offset(n);
-		unsigned char *buf = bufs.alloc(sizeof(fmt::RecordHeader) + data_off);
-		auto *idx = reinterpret_cast<fmt::PageIndexEntry *>(buf + sizeof(fmt::RecordHeader));
+		uint32_t recno = static_cast<uint32_t>(++nr_records);
+		out.set_record(recno);
+		auto buf = out.take(sizeof(fmt::RecordHeader) + data_off);
+		if (!buf)
+			return fail(buf.status());
+		auto *idx = reinterpret_cast<fmt::PageIndexEntry *>(*buf + sizeof(fmt::RecordHeader));
+		size_t ndata = 0;
 		for (size_t i = 0; i < n; i++) {
-			const PageRef &p = pages[first + i];
-			fmt::PageIndexEntry e{p.block, crc32c(blocks[p.block].base + p.offset, fmt::kPageSize), p.offset};
+			const Entry &p = pages[first + i];
+			fmt::PageIndexEntry e{};
+			e.block_id = static_cast<uint16_t>(p.block);
+			e.offset = p.offset;
+			if (p.zero) {
+				e.flags = fmt::kPageFZero;
+			} else {
+				e.page_crc = crc32c(blocks[p.block].base + p.offset, fmt::kPageSize);
+				ndata++;
+			}
 			memcpy(&idx[i], &e, sizeof(e));
 		}
-		uint64_t plen = fmt::pages_payload_length(n);
+		uint64_t plen = fmt::pages_payload_length(n, ndata);
 		auto h = make_record_header(fmt::kRecPages, meta.epoch, plen, static_cast<uint32_t>(n),
 					    crc32c(idx, n * sizeof(fmt::PageIndexEntry)));
-		memcpy(buf, &h, sizeof(h));
-		uint32_t recno = static_cast<uint32_t>(++nr_records);
-		Status s = w.write(buf, sizeof(fmt::RecordHeader) + data_off, cursor, recno);
-		uint64_t data_pos = cursor + sizeof(fmt::RecordHeader) + data_off;
+		memcpy(*buf, &h, sizeof(h));
+		if (enospc_pending && ndata) {
+			// The write that carries this record's first data fails.
+			Status f = out.flush();
+			if (!f.ok())
+				return fail(f);
+			w.inject_error(-ENOSPC);
+			enospc_pending = false;
+		}
+		Status s;
 		for (size_t i = 0; i < n && s.ok();) {
-			const PageRef &p = pages[first + i];
+			const Entry &p = pages[first + i];
+			if (p.zero) {
+				i++;
+				continue;
+			}
 			size_t run = 1;
-			while (i + run < n && pages[first + i + run].block == p.block &&
+			while (i + run < n && !pages[first + i + run].zero && pages[first + i + run].block == p.block &&
 			       pages[first + i + run].offset == p.offset + run * fmt::kPageSize)
 				run++;
-			s = w.write(blocks[p.block].base + p.offset, run * fmt::kPageSize,
-				    data_pos + i * fmt::kPageSize, recno);
+			s = out.copy(blocks[p.block].base + p.offset, run * fmt::kPageSize);
 			i += run;
 		}
 		if (!s.ok())
 			return fail(s);
-		cursor += fmt::record_span(plen);
 		stats.nr_pages += n;
-		if (r + 1 == crash_after && faults.hits(FaultKind::crash_mid_data, meta.epoch)) {
-			Status d = w.drain();
+		stats.data_pages += ndata;
+		if (r + 1 == crash_after && faults.hits(spec.crash_mid, meta.epoch)) {
+			Status d = out.flush();
+			if (d.ok())
+				d = w.drain();
 			(void)d.ok();
-			FaultPlan::crash("crash-mid-data", meta.epoch);
+			FaultPlan::crash(spec.crash_mid == FaultKind::crash_mid_data ? "crash-mid-data"
+										     : "crash-compaction-writing",
+					 meta.epoch);
 		}
 	}
-	// DEVSTATE (always present, possibly empty).
+	// DEVSTATE (always present, possibly empty), copied so the record is
+	// written as whole blocks.
 	{
-		unsigned char *buf = bufs.alloc(sizeof(fmt::RecordHeader));
+		out.set_record(static_cast<uint32_t>(++nr_records));
+		auto buf = out.take(fmt::record_span(devstate.size()));
+		if (!buf)
+			return fail(buf.status());
 		auto h = make_record_header(fmt::kRecDevstate, meta.epoch, devstate.size(), 0,
 					    crc32c(devstate.data(), devstate.size()));
-		memcpy(buf, &h, sizeof(h));
-		uint32_t recno = static_cast<uint32_t>(++nr_records);
-		Status s = w.write(buf, sizeof(h), cursor, recno);
-		if (s.ok())
-			s = w.write(devstate.data(), devstate.size(), cursor + sizeof(h), recno);
-		if (!s.ok())
-			return fail(s);
-		cursor += fmt::record_span(devstate.size());
+		memcpy(*buf, &h, sizeof(h));
+		if (!devstate.empty())
+			memcpy(*buf + sizeof(h), devstate.data(), devstate.size());
 		stats.devstate_bytes = devstate.size();
 	}
+	if (Status f = out.flush(); !f.ok())
+		return fail(f);
+	uint64_t cursor = out.offset();
 
-	// 3. Everything before COMMIT durable (and the new name, for a new file).
-	Status s = w.fdatasync();
+	// 3. Everything before COMMIT durable (and the new name, for a new
+	// file): one submission for all of it, the fdatasync drained behind the
+	// writes, the directory fsync beside it.
+	Status s = w.fdatasync(dirfd.valid() ? dirfd.get() : -1);
 	if (!s.ok())
 		return fail(s);
-	if (!existed) {
-		s = fsync_dir(epochs_dir_);
-		if (!s.ok())
-			return fail(s);
-	}
-	if (faults.hits(FaultKind::crash_before_commit, meta.epoch))
+	if (spec.epoch_faults && faults.hits(FaultKind::crash_before_commit, meta.epoch))
 		FaultPlan::crash("crash-before-commit", meta.epoch);
 
-	// 4. COMMIT, one whole 4096-byte block, then durable.
+	// 4. COMMIT, one whole 4096-byte block, then durable (one submission).
 	{
 		unsigned char *buf = bufs.alloc(fmt::kAlign);
+		if (!buf)
+			return nomem();
 		fmt::CommitPayload c{};
 		c.epoch = meta.epoch;
 		c.parent_epoch = meta.parent_epoch;
 		c.epoch_flags = meta.flags;
 		c.nr_records = nr_records;
 		c.nr_pages = stats.nr_pages;
-		c.page_bytes = stats.nr_pages * fmt::kPageSize;
+		c.page_bytes = stats.data_pages * fmt::kPageSize;
 		c.devstate_bytes = devstate.size();
 		c.commit_offset = cursor;
 		c.capture_realtime_ns = meta.capture_realtime_ns;
 		c.stop_ns = meta.stop_ns;
 		c.commit_realtime_ns = now_ns(CLOCK_REALTIME);
+		c.nr_zero_pages = stats.nr_pages - stats.data_pages;
 		auto h = make_record_header(fmt::kRecCommit, meta.epoch, sizeof(c), 0, crc32c(&c, sizeof(c)));
 		memcpy(buf, &h, sizeof(h));
 		memcpy(buf + sizeof(h), &c, sizeof(c));
@@ -286,6 +459,9 @@ Result<WriteStats> Store::write_epoch(const EpochMeta &meta, std::span<const Ram
 	}
 	stats.file_bytes = cursor;
 	stats.bytes_written = w.bytes_written();
+	stats.short_writes = w.short_writes();
+	stats.submits = w.submits();
+	stats.direct_io = direct;
 	stats.write_ns = now_ns(CLOCK_MONOTONIC) - t0;
 	return stats;
 }

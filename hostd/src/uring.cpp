@@ -48,7 +48,17 @@ uint32_t UringFileWriter::alloc_slot()
 	return static_cast<uint32_t>(ops_.size() - 1);
 }
 
-Status UringFileWriter::submit_op(uint32_t slot)
+Status UringFileWriter::submit_now()
+{
+	int r = io_uring_submit(ring_.get());
+	if (r < 0)
+		return errno_error(r, what_ + ": io_uring_submit");
+	submits_++;
+	unsubmitted_ = 0;
+	return {};
+}
+
+Status UringFileWriter::submit_op(uint32_t slot, bool drain)
 {
 	// Bound what is in flight by the ring size so the CQ cannot overflow.
 	while (in_flight_ >= ring_.entries()) {
@@ -60,10 +70,7 @@ Status UringFileWriter::submit_op(uint32_t slot)
 	io_uring_sqe *sqe = io_uring_get_sqe(ring_.get());
 	if (!sqe) {
 		// Submission queue full: hand it to the kernel, which empties it.
-		int r = io_uring_submit(ring_.get());
-		if (r < 0)
-			return errno_error(r, what_ + ": io_uring_submit");
-		unsubmitted_ = 0;
+		SLS_TRY(submit_now());
 		sqe = io_uring_get_sqe(ring_.get());
 		if (!sqe)
 			return make_error(-EBUSY, "%s: no io_uring submission entry free", what_.c_str());
@@ -72,19 +79,30 @@ Status UringFileWriter::submit_op(uint32_t slot)
 	if (op.kind == UringOpKind::write) {
 		size_t left = op.len - op.done;
 		unsigned chunk = left > (1u << 30) ? (1u << 30) : static_cast<unsigned>(left);
-		io_uring_prep_write(sqe, fd_, op.buf + op.done, chunk, op.off + op.done);
+		// Fault: a first submission of about half the length; the kernel
+		// really writes fewer bytes and the completion is short.
+		if (faults_.short_writes && op.done == 0) {
+			unsigned a = faults_.short_align ? faults_.short_align : 1;
+			unsigned half = chunk / 2 / a * a;
+			if (half > 0 && half < chunk)
+				chunk = a == 1 ? half + (chunk > 2 ? 1 : 0) : half;
+		}
+		io_uring_prep_write(sqe, op.fd, op.buf + op.done, chunk, op.off + op.done);
+		if (barriers_in_flight_)
+			resumed_behind_barrier_ = true;
+	} else if (op.kind == UringOpKind::fdatasync) {
+		io_uring_prep_fsync(sqe, op.fd, IORING_FSYNC_DATASYNC);
+		barriers_in_flight_++;
 	} else {
-		io_uring_prep_fsync(sqe, fd_, IORING_FSYNC_DATASYNC);
+		io_uring_prep_fsync(sqe, op.fd, 0);
 	}
+	if (drain)
+		sqe->flags |= IOSQE_IO_DRAIN;
 	io_uring_sqe_set_data64(sqe, make_user_data(op.kind, slot));
 	in_flight_++;
 	unsubmitted_++;
-	if (unsubmitted_ >= ring_.entries() / 2) {
-		int r = io_uring_submit(ring_.get());
-		if (r < 0)
-			return errno_error(r, what_ + ": io_uring_submit");
-		unsubmitted_ = 0;
-	}
+	if (unsubmitted_ >= ring_.entries() / 2)
+		SLS_TRY(submit_now());
 	return {};
 }
 
@@ -99,15 +117,23 @@ Status UringFileWriter::handle_cqe(const io_uring_cqe *cqe)
 	Op &op = ops_[slot];
 	in_flight_--;
 	int res = cqe->res;
-	if (kind == UringOpKind::write && injected_ && res >= 0) {
-		res = injected_;
-		injected_ = 0;
+	if (kind == UringOpKind::fdatasync)
+		barriers_in_flight_--;
+	if (kind == UringOpKind::write && faults_.write_error && res >= 0) {
+		res = faults_.write_error;
+		faults_.write_error = 0;
+	}
+	if (kind == UringOpKind::fdatasync && faults_.fdatasync_error && res >= 0) {
+		res = faults_.fdatasync_error;
+		faults_.fdatasync_error = 0;
 	}
 	if (res < 0) {
 		op.busy = false;
 		free_.push_back(slot);
 		if (kind == UringOpKind::fdatasync)
 			return errno_error(res, what_ + ": fdatasync");
+		if (kind == UringOpKind::fsync_other)
+			return errno_error(res, what_ + ": fsync of the directory");
 		return errno_error(res, strf("%s: write of record %u (%zu bytes at offset %llu)", what_.c_str(),
 					     op.record, op.len - op.done,
 					     static_cast<unsigned long long>(op.off + op.done)));
@@ -122,8 +148,10 @@ Status UringFileWriter::handle_cqe(const io_uring_cqe *cqe)
 		}
 		op.done += static_cast<size_t>(res);
 		bytes_written_ += static_cast<uint64_t>(res);
-		if (op.done < op.len)
+		if (op.done < op.len) {
+			short_writes_++;
 			return submit_op(slot);	// short write: resume the rest
+		}
 	}
 	op.busy = false;
 	free_.push_back(slot);
@@ -136,6 +164,7 @@ Status UringFileWriter::reap(unsigned min_complete)
 		int r = io_uring_submit_and_wait(ring_.get(), min_complete);
 		if (r < 0 && r != -EINTR)
 			return errno_error(r, what_ + ": io_uring_submit_and_wait");
+		submits_++;
 		unsubmitted_ = 0;
 	}
 	io_uring_cqe *cqe;
@@ -165,7 +194,7 @@ Status UringFileWriter::write(const void *buf, size_t len, uint64_t off, uint32_
 	if (len == 0)
 		return {};
 	uint32_t slot = alloc_slot();
-	ops_[slot] = Op{UringOpKind::write, static_cast<const unsigned char *>(buf), len, 0, off, record, true};
+	ops_[slot] = Op{UringOpKind::write, fd_, static_cast<const unsigned char *>(buf), len, 0, off, record, true};
 	Status s = submit_op(slot);
 	if (!s.ok())
 		first_error_ = s;
@@ -185,13 +214,36 @@ Status UringFileWriter::drain()
 	return first_error_;
 }
 
-Status UringFileWriter::fdatasync()
+Status UringFileWriter::fdatasync(int other_fd)
 {
-	SLS_TRY(drain());
+	if (!first_error_.ok())
+		return first_error_;
+	resumed_behind_barrier_ = false;
+	if (other_fd >= 0) {
+		uint32_t o = alloc_slot();
+		ops_[o] = Op{UringOpKind::fsync_other, other_fd, nullptr, 0, 0, 0, 0, true};
+		if (Status s = submit_op(o); !s.ok()) {
+			first_error_ = s;
+			return drain();
+		}
+	}
 	uint32_t slot = alloc_slot();
-	ops_[slot] = Op{UringOpKind::fdatasync, nullptr, 0, 0, 0, 0, true};
-	SLS_TRY(submit_op(slot));
-	return drain();
+	ops_[slot] = Op{UringOpKind::fdatasync, fd_, nullptr, 0, 0, 0, 0, true};
+	if (Status s = submit_op(slot, true); !s.ok()) {
+		first_error_ = s;
+		return drain();
+	}
+	SLS_TRY(drain());
+	if (resumed_behind_barrier_) {
+		// A short write's remainder went in after the barrier: sync again.
+		resumed_behind_barrier_ = false;
+		slot = alloc_slot();
+		ops_[slot] = Op{UringOpKind::fdatasync, fd_, nullptr, 0, 0, 0, 0, true};
+		if (Status s = submit_op(slot, true); !s.ok())
+			first_error_ = s;
+		return drain();
+	}
+	return {};
 }
 
 } // namespace slsvirt

@@ -13,7 +13,7 @@ std::string encode_vm_conf(const VmConf &c)
 {
 	nlohmann::json j = {{"qemu", c.qemu},	  {"kernel", c.kernel}, {"initrd", c.initrd},
 			    {"append", c.append}, {"mem", c.mem},	{"smp", c.smp},
-			    {"extra_args", c.extra_args}};
+			    {"period_ms", c.period_ms}, {"extra_args", c.extra_args}};
 	std::string body = j.dump(2) + "\n";
 	return strf("SLSVCONF %u %08x\n", kVmConfVersion, crc32c(body.data(), body.size())) + body;
 }
@@ -46,6 +46,9 @@ Result<VmConf> decode_vm_conf(const std::string &text)
 		c.mem = j.at("mem").get<std::string>();
 		c.smp = j.at("smp").get<unsigned>();
 		c.extra_args = j.at("extra_args").get<std::vector<std::string>>();
+		// Added with continuous checkpointing; older configs lack it (= 0).
+		if (j.contains("period_ms"))
+			c.period_ms = j.at("period_ms").get<unsigned>();
 	} catch (const nlohmann::json::exception &e) {
 		return make_error(-EBADMSG, "VM config: %s", e.what());
 	}

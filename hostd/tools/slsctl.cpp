@@ -268,7 +268,9 @@ std::vector<std::string> qemu_argv(const Args &a, const std::string &vm, const V
 		v.insert(v.end(), {"-chardev", "file,id=con0,path=" + console});
 	v.insert(v.end(), {"-serial", "chardev:con0", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
 			   "-kernel", c.kernel, "-initrd", c.initrd, "-append", c.append, "-device",
-			   "slsvirt-pci,id=sls0,vm=" + vm + ",socket=" + rd + "/slsvirtd.sock", "-qmp",
+			   "slsvirt-pci,id=sls0,vm=" + vm + ",socket=" + rd + "/slsvirtd.sock" +
+				   (c.period_ms ? ",period-ms=" + std::to_string(c.period_ms) : ""),
+			   "-qmp",
 			   "unix:" + rd + "/" + vm + ".qmp,server=on,wait=off", "-pidfile", rd + "/" + vm + ".pid"});
 	if (paused)
 		v.push_back("-S");
@@ -390,6 +392,10 @@ int cmd_run(Args &a)
 		return fail(smp ? "--smp must be 1..256" : smp.message());
 	c.smp = static_cast<unsigned>(*smp);
 	c.extra_args = a.all("--qemu-arg");
+	auto period = parse_number("--period-ms", a.get("--period-ms", "0"));
+	if (!period || *period > 3600000)
+		return fail(period ? "--period-ms must be 0..3600000" : period.message());
+	c.period_ms = static_cast<unsigned>(*period);
 	if (c.qemu.empty())
 		return fail("no QEMU binary: pass --qemu PATH or set SLSVIRT_QEMU");
 	if (c.kernel.empty() || c.initrd.empty())
@@ -473,44 +479,58 @@ int cmd_restore(Args &a)
 	auto store = Store::open(a.store_root(), *vm, false);
 	if (!store)
 		return fail(store.message());
-	auto list = store->list(ScanDepth::structure);
-	if (!list)
-		return fail(list.message());
-	// Choose: the requested epoch, or the newest whose every record verifies.
+	auto views = store->catalog(ScanDepth::structure);
+	if (!views)
+		return fail(views.message());
+	// Choose: the requested epoch, or the newest whose whole chain verifies
+	// (every record and page of every segment it needs).
+	std::map<uint64_t, SegmentInfo> full_scans;
+	auto chain_problem = [&](const EpochView &v) -> std::string {
+		if (!v.restorable)
+			return v.seg.status != SegmentStatus::valid ? status_text(v.seg) : "not restorable: " + v.why;
+		for (uint64_t e : v.chain) {
+			if (!full_scans.count(e))
+				full_scans[e] = store->scan(e, ScanDepth::full);
+			const SegmentInfo &f = full_scans[e];
+			if (f.status != SegmentStatus::valid)
+				return e == v.seg.epoch ? status_text(f)
+							: strf("not restorable: chain segment %llu is %s",
+							       static_cast<unsigned long long>(e), status_text(f).c_str());
+		}
+		return "";
+	};
 	std::optional<SegmentInfo> chosen;
-	std::vector<SegmentInfo> skipped;
-	for (auto it = list->rbegin(); it != list->rend() && !chosen; ++it) {
-		SegmentInfo s = *it;
+	std::vector<std::pair<SegmentInfo, std::string>> skipped;
+	for (auto it = views->rbegin(); it != views->rend() && !chosen; ++it) {
+		const SegmentInfo &s = it->seg;
 		if (want && s.epoch > want) {
-			skipped.push_back(s);
+			skipped.push_back({s, s.status == SegmentStatus::valid ? "valid" : status_text(s)});
 			continue;
 		}
 		if (want && s.epoch < want)
 			break;
-		if (s.status == SegmentStatus::valid)
-			s = store->scan(s.epoch, ScanDepth::full);
-		if (s.status == SegmentStatus::valid)
+		std::string problem = chain_problem(*it);
+		if (problem.empty())
 			chosen = s;
 		else if (want)
-			return fail(strf("epoch %llu is %s", static_cast<unsigned long long>(want),
-					 status_text(s).c_str()));
+			return fail(strf("epoch %llu is %s", static_cast<unsigned long long>(want), problem.c_str()));
 		else
-			skipped.push_back(s);
+			skipped.push_back({s, problem});
 	}
 	if (!chosen) {
-		for (const auto &s : skipped)
-			fprintf(stderr, "epoch %llu: %s\n", static_cast<unsigned long long>(s.epoch),
-				status_text(s).c_str());
+		for (const auto &[s, why] : skipped)
+			fprintf(stderr, "epoch %llu: %s\n", static_cast<unsigned long long>(s.epoch), why.c_str());
 		return fail(want ? strf("epoch %llu does not exist for VM '%s'", static_cast<unsigned long long>(want),
 					vm->c_str())
 				 : strf("VM '%s' has no valid epoch to restore", vm->c_str()));
 	}
-	for (const auto &s : skipped)
-		printf("epoch %llu: %s, %s\n", static_cast<unsigned long long>(s.epoch), status_text(s).c_str(),
-		       s.status == SegmentStatus::valid ? "newer than --epoch, not used" : "ignored");
-	printf("restoring epoch %llu (captured %s, %llu pages, %llu bytes)\n",
-	       static_cast<unsigned long long>(chosen->epoch), fmt_time(chosen->capture_realtime_ns).c_str(),
-	       static_cast<unsigned long long>(chosen->nr_pages), static_cast<unsigned long long>(chosen->file_size));
+	for (const auto &[s, why] : skipped)
+		printf("epoch %llu: %s, %s\n", static_cast<unsigned long long>(s.epoch), why.c_str(),
+		       why == "valid" ? "newer than --epoch, not used" : "ignored");
+	printf("restoring epoch %llu (%s, captured %s, %llu pages, %llu bytes)\n",
+	       static_cast<unsigned long long>(chosen->epoch), to_string(chosen->kind),
+	       fmt_time(chosen->capture_realtime_ns).c_str(), static_cast<unsigned long long>(chosen->nr_pages),
+	       static_cast<unsigned long long>(chosen->file_size));
 	fflush(stdout);
 
 	if (pid_t p = live_qemu(a, *vm))
@@ -558,6 +578,18 @@ int cmd_restore(Args &a)
 	return wait_child_exit(*pid);
 }
 
+std::string kind_text(const SegmentInfo &s)
+{
+	return s.status == SegmentStatus::valid ? to_string(s.kind) : "-";
+}
+
+std::string parent_text(const SegmentInfo &s)
+{
+	if (s.status != SegmentStatus::valid || s.kind != SegmentKind::delta)
+		return "-";
+	return std::to_string(s.parent_epoch);
+}
+
 int cmd_ls(Args &a)
 {
 	auto vm = need_vm(a);
@@ -566,17 +598,23 @@ int cmd_ls(Args &a)
 	auto store = Store::open(a.store_root(), *vm, false);
 	if (!store)
 		return fail(store.message());
-	auto list = store->list(ScanDepth::structure);
-	if (!list)
-		return fail(list.message());
-	printf("%-8s %-8s %-8s %-8s %-12s %-23s %s\n", "EPOCH", "STATUS", "PARENT", "PAGES", "BYTES", "CAPTURED",
-	       "DETAIL");
-	for (const auto &s : *list)
-		printf("%-8llu %-8s %-8llu %-8llu %-12llu %-23s %s\n", static_cast<unsigned long long>(s.epoch),
-		       to_string(s.status), static_cast<unsigned long long>(s.parent_epoch),
+	auto views = store->catalog(ScanDepth::structure);
+	if (!views)
+		return fail(views.message());
+	printf("%-8s %-6s %-8s %-10s %-8s %-8s %-12s %-23s %s\n", "EPOCH", "KIND", "PARENT", "RESTORABLE", "STATUS",
+	       "PAGES", "BYTES", "CAPTURED", "DETAIL");
+	for (const auto &v : *views) {
+		const SegmentInfo &s = v.seg;
+		std::string detail = v.restorable ? (v.chain.size() > 1 ? strf("chain of %zu from epoch %llu", v.chain.size(),
+									       static_cast<unsigned long long>(v.chain.front()))
+								    : "")
+						  : v.why;
+		printf("%-8llu %-6s %-8s %-10s %-8s %-8llu %-12llu %-23s %s\n", static_cast<unsigned long long>(s.epoch),
+		       kind_text(s).c_str(), parent_text(s).c_str(), v.restorable ? "yes" : "no", to_string(s.status),
 		       static_cast<unsigned long long>(s.nr_pages), static_cast<unsigned long long>(s.file_size),
-		       fmt_time(s.capture_realtime_ns).c_str(), s.detail.c_str());
-	if (list->empty())
+		       fmt_time(s.capture_realtime_ns).c_str(), detail.c_str());
+	}
+	if (views->empty())
 		printf("(no epochs)\n");
 	return 0;
 }
@@ -589,28 +627,94 @@ int cmd_verify(Args &a)
 	auto store = Store::open(a.store_root(), *vm, false);
 	if (!store)
 		return fail(store.message());
-	std::vector<SegmentInfo> checked;
+	// Every segment's every crc, then chains over the fully verified segments.
+	auto views = store->catalog(ScanDepth::full);
+	if (!views)
+		return fail(views.message());
+	std::vector<const EpochView *> checked;
+	uint64_t want = 0;
 	if (a.has("--epoch")) {
 		auto n = parse_number("--epoch", a.get("--epoch"));
 		if (!n || *n == 0)
 			return fail(n ? "--epoch must be >= 1" : n.message());
-		checked.push_back(store->scan(*n, ScanDepth::full));
+		want = *n;
+		for (const auto &v : *views)
+			if (v.seg.epoch == want)
+				checked.push_back(&v);
+		if (checked.empty()) {
+			printf("epoch %llu: missing\n1 checked, 1 bad\n", static_cast<unsigned long long>(want));
+			return 1;
+		}
 	} else {
-		auto list = store->list(ScanDepth::full);
-		if (!list)
-			return fail(list.message());
-		checked = *list;
+		for (const auto &v : *views)
+			checked.push_back(&v);
 	}
 	if (checked.empty())
 		return fail("no epochs to verify");
 	int bad = 0;
-	for (const auto &s : checked) {
-		printf("epoch %llu: %s\n", static_cast<unsigned long long>(s.epoch),
-		       s.status == SegmentStatus::valid ? "ok" : status_text(s).c_str());
-		bad += s.status != SegmentStatus::valid;
+	for (const EpochView *v : checked) {
+		const SegmentInfo &s = v->seg;
+		std::string what;
+		if (s.status != SegmentStatus::valid)
+			what = status_text(s);
+		else if (!v->restorable)
+			what = "not restorable: " + v->why;
+		else
+			what = strf("ok (%s%s)", to_string(s.kind),
+				    v->chain.size() > 1 ? strf(", chain of %zu from epoch %llu", v->chain.size(),
+							       static_cast<unsigned long long>(v->chain.front()))
+								  .c_str()
+							: "");
+		printf("epoch %llu: %s\n", static_cast<unsigned long long>(s.epoch), what.c_str());
+		bad += !v->restorable;
 	}
+	uint64_t newest = 0;
+	for (const auto &v : *views)
+		if (v.restorable)
+			newest = v.seg.epoch;
 	printf("%zu checked, %d bad\n", checked.size(), bad);
+	if (newest)
+		printf("newest restorable epoch: %llu\n", static_cast<unsigned long long>(newest));
+	else
+		printf("no restorable epoch\n");
 	return bad ? 1 : 0;
+}
+
+// query-sls as a table: durations in ms, bandwidth in MiB/s, the stop-time
+// histogram as bars.
+void print_stats(const nlohmann::json &s)
+{
+	for (auto it = s.begin(); it != s.end(); ++it) {
+		const std::string &k = it.key();
+		if (k == "stop-histogram")
+			continue;
+		std::string v = it->is_string() ? it->get<std::string>() : it->dump();
+		if (it->is_number() && (k.find("-ns") != std::string::npos))
+			v += strf(" (%.3f ms)", it->get<double>() / 1e6);
+		else if (it->is_number() && k == "write-bandwidth")
+			v += strf(" (%.1f MiB/s)", it->get<double>() / (1 << 20));
+		printf("%-20s %s\n", k.c_str(), v.c_str());
+	}
+	auto h = s.find("stop-histogram");
+	if (h == s.end() || !h->is_array() || h->empty())
+		return;
+	uint64_t total = 0, maxc = 0;
+	for (const auto &b : *h) {
+		uint64_t c = b.is_object() ? b.value("count", 0ull) : 0;
+		total += c;
+		maxc = std::max(maxc, c);
+	}
+	printf("stop-time histogram (%llu epochs):\n", static_cast<unsigned long long>(total));
+	for (const auto &b : *h) {
+		if (!b.is_object())
+			continue;
+		uint64_t c = b.value("count", 0ull);
+		std::string le = b.contains("le-us") && b["le-us"].is_number() ? strf("<= %8.3f ms", b["le-us"].get<double>() / 1e3)
+									     : "       > last";
+		int bar = maxc ? static_cast<int>(40.0 * static_cast<double>(c) / static_cast<double>(maxc) + 0.5) : 0;
+		printf("  %s %8llu %5.1f%% %s\n", le.c_str(), static_cast<unsigned long long>(c),
+		       total ? 100.0 * static_cast<double>(c) / static_cast<double>(total) : 0.0, std::string(static_cast<size_t>(bar), '#').c_str());
+	}
 }
 
 int cmd_stats(Args &a)
@@ -637,12 +741,7 @@ int cmd_stats(Args &a)
 		} else {
 			if (watch > 0)
 				printf("--- %s\n", fmt_time(static_cast<uint64_t>(time(nullptr)) * 1000000000ull).c_str());
-			for (auto it = s->begin(); it != s->end(); ++it) {
-				std::string v = it->is_string() ? it->get<std::string>() : it->dump();
-				if (it.key().find("-ns") != std::string::npos && it->is_number())
-					v += strf(" (%.3f ms)", it->get<double>() / 1e6);
-				printf("%-18s %s\n", it.key().c_str(), v.c_str());
-			}
+			print_stats(*s);
 		}
 		fflush(stdout);
 		if (watch <= 0)
@@ -662,6 +761,7 @@ const Command kCommands[] = {
 	  {"--smp", "N", "vCPUs (default 1)"},
 	  {"--detach", nullptr, "run in the background, console to <run-dir>/VM.console"},
 	  {"--console", "FILE", "write the serial console to FILE"},
+	  {"--period-ms", "N", "checkpoint every N ms (device property period-ms; 0 = on request only, default)"},
 	  {"--qemu-arg", "ARG", "extra QEMU argument (repeatable)", true}},
 	 cmd_run},
 	{"checkpoint", "VM [--timeout S]",
@@ -676,12 +776,19 @@ const Command kCommands[] = {
 	  {"--detach", nullptr, "run in the background, console to <run-dir>/VM.console"},
 	  {"--console", "FILE", "write the serial console to FILE"}},
 	 cmd_restore},
-	{"ls", "VM", "List the VM's epochs: epoch, status, parent, pages, bytes, capture time.", {}, cmd_ls},
+	{"ls", "VM",
+	 "List the VM's epochs: kind (full/delta/base), parent, restorable (and why not), status, pages,\n"
+	 "bytes, capture time. A delta is restorable only if its whole chain down to a full/base is.",
+	 {},
+	 cmd_ls},
 	{"verify", "VM [--epoch N]",
-	 "Check every record and every page crc of the VM's epochs (or one). Exit 0 only if all verify.",
+	 "Check every record and every page crc of the VM's epochs (or one) and every epoch's chain;\n"
+	 "report the newest restorable epoch. Exit 0 only if all checked epochs are restorable.",
 	 {{"--epoch", "N", "verify only epoch N"}},
 	 cmd_verify},
-	{"stats", "VM [--json] [--watch S]", "Show the VM's checkpoint statistics (QMP query-sls).",
+	{"stats", "VM [--json] [--watch S]",
+	 "Show the VM's checkpoint statistics (QMP query-sls): epochs/s, stop time p50/p99 and its\n"
+	 "histogram, pages per epoch, write bandwidth, backlog, adaptive period.",
 	 {{"--json", nullptr, "print the raw JSON"}, {"--watch", "S", "repeat every S seconds"}},
 	 cmd_stats},
 };

@@ -88,8 +88,16 @@ struct sls_msg_hello_ack {
 
 #define SLS_EPOCH_F_FULL	(1ull << 0)	/* every RAM page, not a delta */
 
-/* EPOCH: fixed part, then devstate_len bytes of QEMU device state
- * (qemu_save_device_state() format). RAM is in the staging memfd. */
+/*
+ * EPOCH: fixed part, then devstate_len bytes of QEMU device state
+ * (qemu_save_device_state() format), then -- for a delta epoch (no
+ * SLS_EPOCH_F_FULL) -- nr_pages uint64_t staging page indices (staging
+ * offset / SLS_PAGE_SIZE), strictly ascending, each inside a RAM block.
+ * RAM is in the staging memfd: a full epoch fills every block, a delta
+ * epoch only the listed pages (the rest of staging is stale, not zero).
+ * A delta epoch's parent_epoch is the epoch it applies on top of: the
+ * previous epoch on this connection, which hostd acked durable.
+ */
 struct sls_msg_epoch {
 	uint64_t epoch;		/* > every epoch sent before on this store */
 	uint64_t parent_epoch;	/* epoch this one's state descends from, 0 = none */
@@ -97,7 +105,7 @@ struct sls_msg_epoch {
 	uint64_t capture_realtime_ns;	/* CLOCK_REALTIME when captured */
 	uint64_t stop_ns;	/* how long vCPUs were paused for this capture */
 	uint32_t devstate_len;
-	uint32_t reserved;	/* must be 0 */
+	uint32_t nr_pages;	/* delta: page indices after devstate; full: 0 */
 } __attribute__((packed));
 
 struct sls_msg_epoch_ack {

@@ -259,3 +259,81 @@ TEST(Proto, EpochFieldRules)
 	refresh_crc(r);
 	EXPECT_FALSE(decode_restore(payload_of(r)).ok());
 }
+
+TEST(Proto, DeltaEpochPageListRoundTrip)
+{
+	std::vector<unsigned char> dev = {1, 2, 3, 4, 5};	// odd length: the list is unaligned
+	Epoch e{9, 8, 0, 11, 22, dev, {0, 1, 7, 100}};
+	Bytes m = encode_epoch(e, 3);
+	auto h = decode_header(m, 1);
+	ASSERT_TRUE(h.ok()) << h.message();
+	ASSERT_TRUE(check_payload(*h, payload_of(m)).ok());
+	auto d = decode_epoch(payload_of(m));
+	ASSERT_TRUE(d.ok()) << d.message();
+	EXPECT_EQ(d->pages, e.pages);
+	EXPECT_EQ(std::vector<unsigned char>(d->devstate.begin(), d->devstate.end()), dev);
+	EXPECT_EQ(d->flags, 0u);
+	// A full epoch with nr_pages == 0 (what the existing engine sends).
+	auto f = decode_epoch(payload_of(encode_epoch({9, 8, SLS_EPOCH_F_FULL, 0, 0, dev}, 1)));
+	ASSERT_TRUE(f.ok());
+	EXPECT_TRUE(f->pages.empty());
+}
+
+TEST(Proto, DeltaEpochCountLengthMismatchAndFullWithPages)
+{
+	std::vector<unsigned char> dev(10, 7);
+	Bytes m = encode_epoch({9, 8, 0, 0, 0, dev, {1, 2, 3}}, 1);
+	// nr_pages says 4 but 3 are there; says 2 but 3 are there.
+	for (uint32_t n : {4u, 2u, 0u, 0xffffffffu}) {
+		Bytes x = m;
+		set_u32(x, kHeaderSize + offsetof(sls_msg_epoch, nr_pages), n);
+		refresh_crc(x);
+		auto d = decode_epoch(payload_of(x));
+		ASSERT_FALSE(d.ok()) << n;
+		EXPECT_EQ(d.code(), -EPROTO) << n;
+	}
+	// Trailing half entry.
+	Bytes y = m;
+	y.resize(y.size() + 4);
+	set_u32(y, offsetof(sls_msg_hdr, length), static_cast<uint32_t>(y.size() - kHeaderSize));
+	refresh_crc(y);
+	EXPECT_FALSE(decode_epoch(payload_of(y)).ok());
+	// A full epoch must not carry pages.
+	Bytes f = encode_epoch({9, 8, SLS_EPOCH_F_FULL, 0, 0, dev, {1}}, 1);
+	auto d = decode_epoch(payload_of(f));
+	ASSERT_FALSE(d.ok());
+	EXPECT_EQ(d.code(), -EINVAL);
+	// The header length limit admits a large page list (not only devstate).
+	Bytes big = encode_epoch({9, 8, 0, 0, 0, {}, std::vector<uint64_t>(100000)}, 1);
+	EXPECT_TRUE(decode_header(big, 1).ok());
+}
+
+TEST(Proto, ResolveEpochPagesOrderAndBounds)
+{
+	// pc.bios at staging 0 (4 pages), pc.ram at staging page 8 (16 pages): listed out of order.
+	std::vector<StagingBlock> blocks = {{"pc.ram", 16 * 4096, 8 * 4096}, {"pc.bios", 4 * 4096, 0}};
+	auto ok = resolve_epoch_pages(std::vector<uint64_t>{0, 3, 8, 9, 23}, blocks);
+	ASSERT_TRUE(ok.ok()) << ok.message();
+	ASSERT_EQ(ok->size(), 5u);
+	EXPECT_EQ((*ok)[0].block, 1u);
+	EXPECT_EQ((*ok)[1].offset, 3u * 4096);
+	EXPECT_EQ((*ok)[2].block, 0u);
+	EXPECT_EQ((*ok)[2].offset, 0u);
+	EXPECT_EQ((*ok)[4].offset, 15u * 4096);
+	EXPECT_TRUE(resolve_epoch_pages({}, blocks).ok());
+	struct Bad {
+		std::vector<uint64_t> pages;
+		const char *why;
+	};
+	for (const Bad &b : std::vector<Bad>{{{3, 1}, "unsorted"},
+					     {{8, 8}, "duplicate"},
+					     {{4}, "outside"},	// the gap between the blocks
+					     {{0, 24}, "outside"},	// past the last block
+					     {{~0ull}, "outside"},
+					     {{1ull << 52}, "outside"}}) {
+		auto r = resolve_epoch_pages(b.pages, blocks);
+		ASSERT_FALSE(r.ok()) << b.why;
+		EXPECT_EQ(r.code(), -EINVAL);
+		EXPECT_NE(r.message().find(b.why), std::string::npos) << r.message();
+	}
+}

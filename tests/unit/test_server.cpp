@@ -5,15 +5,21 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <map>
 #include <optional>
+#include <thread>
 
+#include "slsvirt/crc32c.hpp"
 #include "slsvirt/fd.hpp"
 #include "slsvirt/proto_codec.hpp"
 #include "slsvirt/server.hpp"
@@ -104,6 +110,19 @@ public:
 		return a.ok() ? std::optional(*a) : std::nullopt;
 	}
 
+	// A delta epoch: `pages` are staging page indices (as the engine sends them).
+	std::optional<EpochAck> delta(uint64_t e, uint64_t parent, const std::vector<uint64_t> &pages,
+				      const std::vector<unsigned char> &dev = {})
+	{
+		if (!send_raw(encode_epoch({e, parent, 0, 123, 456, dev, pages}, ++seq_)))
+			return std::nullopt;
+		auto m = recv_msg();
+		if (!m || m->first.type != SLS_MSG_EPOCH_ACK)
+			return std::nullopt;
+		auto a = decode_epoch_ack(m->second);
+		return a.ok() ? std::optional(*a) : std::nullopt;
+	}
+
 	std::optional<EpochAck> epoch(uint64_t e, const std::vector<unsigned char> &dev)
 	{
 		if (!send_raw(encode_epoch({e, e - 1, SLS_EPOCH_F_FULL, 123, 456, dev}, ++seq_)))
@@ -168,12 +187,15 @@ std::vector<unsigned char> snapshot(Engine &e)
 
 class ServerTest : public ::testing::Test {
 protected:
-	void start(const std::string &faults = "")
+	void start(const std::string &faults = "", unsigned retain = 8, const std::string &store_root = "")
 	{
 		ServerConfig cfg;
 		cfg.socket_path = sock();
-		cfg.store_root = root();
-		cfg.retain = 8;
+		cfg.store_root = store_root.empty() ? root() : store_root;
+		cfg.retain = retain;
+		cfg.compact_min = 4;
+		cfg.compact_bytes_pct = 0;
+		cfg.compact_interval_ms = 20;
 		auto f = FaultPlan::parse(faults);
 		ASSERT_TRUE(f.ok());
 		cfg.faults = *f;
@@ -369,15 +391,21 @@ TEST_F(ServerTest, FailWriteGivesFailedAckAndNoVisibleEpoch)
 
 namespace {
 
-pid_t spawn_daemon(const std::string &sock, const std::string &root, const std::string &fault)
+pid_t spawn_daemon(const std::string &sock, const std::string &root, const std::string &fault,
+		   std::vector<std::string> extra = {})
 {
 	const char *bin = getenv("SLSVIRTD");
 	if (!bin || !*bin)
 		return -1;
+	std::vector<std::string> args = {bin, "--socket", sock, "--store-root", root, "--fault", fault};
+	args.insert(args.end(), extra.begin(), extra.end());
 	pid_t pid = fork();
 	if (pid == 0) {
-		execl(bin, bin, "--socket", sock.c_str(), "--store-root", root.c_str(), "--fault", fault.c_str(),
-		      static_cast<char *>(nullptr));
+		std::vector<char *> av;
+		for (auto &a : args)
+			av.push_back(a.data());
+		av.push_back(nullptr);
+		execv(av[0], av.data());
 		_exit(127);
 	}
 	// Wait until the new daemon answers (a stale socket file may still exist).
@@ -480,3 +508,369 @@ INSTANTIATE_TEST_SUITE_P(Faults, CrashFaultTest, ::testing::Values("crash-mid-da
 						 c = '_';
 				 return n;
 			 });
+
+// ---- delta epochs, write faults, isolation, a real full disk ----
+
+namespace {
+
+constexpr uint64_t kBiosFirstPage = kRamLen / kPage;
+
+// The guest writes some pages; returns their staging page indices, ascending.
+std::vector<uint64_t> guest_writes(Engine &e, uint64_t seed, uint64_t n)
+{
+	std::vector<uint64_t> idx;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t p = (seed * 37 + i * 7) % (kRamLen / kPage);
+		if (i % 6 == 5)
+			memset(e.ram() + p * kPage, 0, kPage);	// a page that became zero
+		else
+			test::fill_random(e.ram() + p * kPage, kPage, seed * 1000 + i);
+		idx.push_back(p);
+	}
+	test::fill_random(e.bios() + kPage, 32, seed);
+	idx.push_back(kBiosFirstPage + 1);
+	std::sort(idx.begin(), idx.end());
+	idx.erase(std::unique(idx.begin(), idx.end()), idx.end());
+	return idx;
+}
+
+} // namespace
+
+TEST_F(ServerTest, DeltaEpochsRestoreAnyRetainedEpoch)
+{
+	start("", 100);
+	Engine e(sock(), "dvm");
+	ASSERT_TRUE(e.hello());
+	fill_guest(e, 1);
+	std::map<uint64_t, std::vector<unsigned char>> want;
+	auto a1 = e.epoch(1, {1});
+	ASSERT_TRUE(a1);
+	ASSERT_EQ(a1->status, 0) << a1->message;
+	want[1] = snapshot(e);
+	for (uint64_t ep = 2; ep <= 8; ep++) {
+		auto pages = guest_writes(e, ep, 40);
+		auto a = e.delta(ep, ep - 1, pages, {static_cast<unsigned char>(ep)});
+		ASSERT_TRUE(a);
+		ASSERT_EQ(a->status, 0) << a->message;
+		EXPECT_LT(a->bytes_written, 60 * kPage);	// only the listed pages
+		want[ep] = snapshot(e);
+	}
+	for (uint64_t ep : {8u, 1u, 5u, 2u}) {
+		memset(e.ram(), 0xEE, kRamLen + kBiosLen);
+		auto r = e.restore(ep);
+		ASSERT_TRUE(r);
+		ASSERT_EQ(r->status, 0) << r->message;
+		EXPECT_EQ(r->epoch, ep);
+		EXPECT_TRUE(snapshot(e) == want[ep]) << "epoch " << ep;
+	}
+	auto r0 = e.restore(0);
+	ASSERT_TRUE(r0);
+	EXPECT_EQ(r0->epoch, 8u);
+	EXPECT_EQ(r0->devstate, std::vector<unsigned char>{8});
+}
+
+TEST_F(ServerTest, DeltaRefusedWithoutDurableParentOrWithABadPageList)
+{
+	start();
+	Engine e(sock(), "refuse");
+	ASSERT_TRUE(e.hello());
+	fill_guest(e, 1);
+	// A delta as the first epoch of a connection: no parent to apply on.
+	auto a = e.delta(1, 0, {1, 2});
+	ASSERT_TRUE(a);
+	EXPECT_EQ(a->status, -EINVAL);
+	auto b = e.delta(2, 1, {1, 2});
+	ASSERT_TRUE(b);
+	EXPECT_EQ(b->status, -EINVAL);
+	EXPECT_NE(b->message.find("FULL"), std::string::npos) << b->message;
+	ASSERT_EQ(e.epoch(3, {})->status, 0);
+	const auto want = snapshot(e);
+	struct Bad {
+		std::vector<uint64_t> pages;
+		const char *why;
+	};
+	uint64_t ep = 4, parent = 3;
+	for (const Bad &bad : std::vector<Bad>{{{5, 3}, "unsorted"},
+					       {{5, 5}, "duplicate"},
+					       {{kBiosFirstPage + 16}, "outside"},	// the staging gap
+					       {{kStaging / kPage + 3}, "outside"}}) {
+		guest_writes(e, ep, 3);
+		auto r = e.delta(ep, parent, bad.pages);
+		ASSERT_TRUE(r) << bad.why;	// an error ack, the connection stays
+		EXPECT_EQ(r->status, -EINVAL) << bad.why;
+		EXPECT_NE(r->message.find(bad.why), std::string::npos) << bad.why << ": " << r->message;
+		EXPECT_FALSE(Store::open(root(), "refuse", false)->scan(ep, ScanDepth::structure).status ==
+			     SegmentStatus::valid);
+		ep++;
+		ASSERT_EQ(e.epoch(ep, {})->status, 0);	// the engine goes FULL
+		parent = ep++;
+	}
+	EXPECT_EQ(newest("refuse"), parent);
+	// After a refused epoch a delta is refused too; a FULL works.
+	auto bad = e.delta(ep++, parent, {9, 8});
+	ASSERT_EQ(bad->status, -EINVAL);
+	auto c = e.delta(ep++, parent, {1});
+	ASSERT_TRUE(c);
+	EXPECT_EQ(c->status, -EINVAL);
+	auto f = e.epoch(ep, {});
+	ASSERT_TRUE(f);
+	EXPECT_EQ(f->status, 0) << f->message;
+	auto r = e.restore(3);
+	ASSERT_TRUE(r);
+	EXPECT_EQ(r->status, 0);
+	// A page list whose count disagrees with the length is a framing error: closed.
+	Bytes m = encode_epoch({ep + 1, ep, 0, 0, 0, {}, {1, 2}}, e.next_seq());
+	uint32_t n = 3;
+	memcpy(m.data() + kHeaderSize + offsetof(sls_msg_epoch, nr_pages), &n, 4);
+	uint32_t crc = crc32c(m.data() + kHeaderSize, m.size() - kHeaderSize);
+	memcpy(m.data() + offsetof(sls_msg_hdr, payload_crc), &crc, 4);
+	ASSERT_TRUE(e.send_raw(m));
+	EXPECT_TRUE(e.closed_by_peer());
+	(void)want;
+}
+
+class ServerWriteFaultTest : public ServerTest,
+			     public ::testing::WithParamInterface<std::pair<const char *, int>> {};
+
+TEST_P(ServerWriteFaultTest, FailedEpochAckedWithErrnoThenFullWorks)
+{
+	start(std::string(GetParam().first) + ":3");
+	Engine e(sock(), "wf");
+	ASSERT_TRUE(e.hello());
+	fill_guest(e, 1);
+	ASSERT_EQ(e.epoch(1, {})->status, 0);
+	auto p2 = guest_writes(e, 2, 30);
+	ASSERT_EQ(e.delta(2, 1, p2)->status, 0);
+	const auto want2 = snapshot(e);
+	auto p3 = guest_writes(e, 3, 30);
+	auto a3 = e.delta(3, 2, p3);
+	ASSERT_TRUE(a3);
+	EXPECT_EQ(a3->status, GetParam().second) << a3->message;
+	if (GetParam().second) {
+		EXPECT_NE(a3->message.find("epoch 3"), std::string::npos) << a3->message;
+		EXPECT_EQ(newest("wf"), 2u);
+		auto d = e.delta(4, 3, guest_writes(e, 4, 5));	// the engine must go FULL
+		ASSERT_TRUE(d);
+		EXPECT_EQ(d->status, -EINVAL);
+		const auto want5 = snapshot(e);
+		ASSERT_EQ(e.epoch(5, {})->status, 0);
+		auto r = e.restore(2);
+		ASSERT_TRUE(r);
+		EXPECT_TRUE(snapshot(e) == want2);
+		r = e.restore(0);
+		ASSERT_TRUE(r);
+		EXPECT_EQ(r->epoch, 5u);
+		EXPECT_TRUE(snapshot(e) == want5);
+	} else {	// short-write: the epoch succeeds byte-exact
+		const auto want3 = snapshot(e);
+		auto r = e.restore(3);
+		ASSERT_TRUE(r);
+		EXPECT_EQ(r->status, 0);
+		EXPECT_TRUE(snapshot(e) == want3);
+	}
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, ServerWriteFaultTest,
+			 ::testing::Values(std::make_pair("short-write", 0), std::make_pair("fail-write", -EIO),
+					   std::make_pair("enospc", -ENOSPC), std::make_pair("fail-fdatasync", -EIO)),
+			 [](const auto &info) {
+				 std::string n = info.param.first;
+				 for (auto &c : n)
+					 if (c == '-')
+						 c = '_';
+				 return n;
+			 });
+
+TEST_F(ServerTest, OneVmFloodingAndOneSendingGarbageDoNotStallAThird)
+{
+	start("", 8);
+	std::atomic<bool> stop{false};
+	std::atomic<unsigned> flood_epochs{0}, garbage_conns{0};
+	std::thread flood([&] {
+		Engine f(sock(), "flood");
+		if (!f.hello())
+			return;
+		fill_guest(f, 9);
+		for (uint64_t ep = 1; !stop; ep++) {
+			auto a = f.epoch(ep, std::vector<unsigned char>(4096, 1));	// FULL, ~600 KiB each
+			if (!a || a->status)
+				return;
+			flood_epochs++;
+		}
+	});
+	std::thread garbage([&] {
+		for (uint64_t i = 0; !stop; i++) {
+			Engine g(sock(), "garbage");
+			if (i % 2) {
+				Bytes junk(4096);
+				test::fill_random(junk.data(), junk.size(), i);
+				g.send_raw(junk);
+			} else if (g.hello()) {
+				Bytes m = encode_epoch({1, 0, 0, 0, 0, {}, {~0ull}}, g.next_seq());
+				m[m.size() - 1] ^= 0x55;	// bad crc
+				g.send_raw(m);
+			}
+			g.closed_by_peer();
+			garbage_conns++;
+		}
+	});
+	Engine e(sock(), "quiet");
+	ASSERT_TRUE(e.hello());
+	fill_guest(e, 3);
+	ASSERT_EQ(e.epoch(1, {})->status, 0);
+	uint64_t worst_ns = 0;
+	for (uint64_t ep = 2; ep <= 40; ep++) {
+		auto pages = guest_writes(e, ep, 20);
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		auto a = e.delta(ep, ep - 1, pages);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		ASSERT_TRUE(a);
+		ASSERT_EQ(a->status, 0) << a->message;
+		worst_ns = std::max<uint64_t>(worst_ns, static_cast<uint64_t>((t1.tv_sec - t0.tv_sec) * 1000000000ll +
+									       (t1.tv_nsec - t0.tv_nsec)));
+	}
+	const auto want = snapshot(e);
+	stop = true;
+	flood.join();
+	garbage.join();
+	EXPECT_GT(flood_epochs.load(), 5u);
+	EXPECT_GT(garbage_conns.load(), 2u);
+	// Bounded: a 20-page delta never waits behind the other VMs' work for long.
+	EXPECT_LT(worst_ns, 2000000000ull) << "worst ack latency " << worst_ns / 1e6 << " ms";
+	RecordProperty("quiet_worst_ack_ms", std::to_string(worst_ns / 1000000));
+	memset(e.ram(), 0, kRamLen + kBiosLen);
+	auto r = e.restore(0);
+	ASSERT_TRUE(r);
+	EXPECT_EQ(r->epoch, 40u);
+	EXPECT_TRUE(snapshot(e) == want);
+	auto st = Store::open(root(), "quiet", false);
+	auto v = st->catalog(ScanDepth::full);
+	ASSERT_TRUE(v.ok());
+	for (const auto &x : *v)
+		EXPECT_TRUE(x.restorable) << x.seg.epoch << ": " << x.why;
+	EXPECT_EQ(newest("garbage"), 0u);
+}
+
+TEST_F(ServerTest, RealDiskFullGivesEnospcAndRecovers)
+{
+	if (geteuid() != 0)
+		GTEST_SKIP() << "needs root to mount a small tmpfs";
+	const std::string mnt = dir.path() + "/small";
+	ASSERT_EQ(mkdir(mnt.c_str(), 0700), 0);
+	if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=4m,mode=0700") != 0)
+		GTEST_SKIP() << "cannot mount a tmpfs here: " << strerror(errno);
+	struct Unmount {
+		std::string p;
+		~Unmount() { umount2(p.c_str(), MNT_DETACH); }
+	} unmount{mnt};
+	start("", 1000, mnt);
+	Engine e(sock(), "full");
+	ASSERT_TRUE(e.hello());
+	fill_guest(e, 1);	// ~150 non-zero pages: ~620 KiB per FULL epoch
+	std::map<uint64_t, std::vector<unsigned char>> want;
+	uint64_t ep = 1, last_ok = 0;
+	int failed_status = 0;
+	std::string failed_msg;
+	for (; ep < 40; ep++) {
+		guest_writes(e, ep, 10);
+		auto a = e.epoch(ep, {});
+		ASSERT_TRUE(a);
+		if (a->status) {
+			failed_status = a->status;
+			failed_msg = a->message;
+			break;
+		}
+		want[ep] = snapshot(e);
+		last_ok = ep;
+	}
+	ASSERT_EQ(failed_status, -ENOSPC) << failed_msg;
+	EXPECT_NE(failed_msg.find("No space left"), std::string::npos) << failed_msg;
+	ASSERT_GT(last_ok, 0u);
+	// Nothing acked is lost; the failed epoch left no file behind.
+	auto st = Store::open(mnt, "full", false);
+	ASSERT_TRUE(st.ok());
+	EXPECT_EQ(st->newest_valid()->epoch, last_ok);
+	EXPECT_EQ(st->list(ScanDepth::structure)->size(), last_ok);
+	for (uint64_t r : {last_ok, uint64_t{1}}) {
+		auto x = e.restore(r);
+		ASSERT_TRUE(x);
+		ASSERT_EQ(x->status, 0) << x->message;
+		EXPECT_TRUE(snapshot(e) == want[r]);
+	}
+	// Free space (as an operator would: drop old epochs); epochs succeed again.
+	for (uint64_t old = 1; old + 2 <= last_ok; old++)
+		unlink(st->segment_path(old).c_str());
+	auto again = e.epoch(ep + 1, {});
+	ASSERT_TRUE(again);
+	EXPECT_EQ(again->status, 0) << again->message;
+	auto d = e.delta(ep + 2, ep + 1, guest_writes(e, ep + 2, 5));
+	ASSERT_TRUE(d);
+	EXPECT_EQ(d->status, 0) << d->message;
+	server->stop();
+	server.reset();
+}
+
+TEST_F(ServerTest, DaemonKilledMidCompactionKeepsRetainedEpochsRestorable)
+{
+	if (!getenv("SLSVIRTD"))
+		GTEST_FAIL() << "SLSVIRTD (path of the slsvirtd binary) is not set; run through meson test";
+	// retain 3, compact as soon as possible: after epoch 6 the oldest
+	// retained is 4, which gets a base; the daemon dies halfway through
+	// deleting 1..3.
+	DaemonGuard guard;
+	pid_t pid = guard.pid = spawn_daemon(sock(), root(), "crash-mid-compaction:4",
+					     {"--retain", "3", "--compact-min", "1", "--compact-bytes-pct", "0"});
+	ASSERT_GT(pid, 0);
+	std::map<uint64_t, std::vector<unsigned char>> want;
+	{
+		Engine e(sock(), "cvm");
+		ASSERT_TRUE(e.hello());
+		fill_guest(e, 1);
+		ASSERT_EQ(e.epoch(1, {})->status, 0);
+		want[1] = snapshot(e);
+		for (uint64_t ep = 2; ep <= 6; ep++) {
+			auto a = e.delta(ep, ep - 1, guest_writes(e, ep, 25), {static_cast<unsigned char>(ep)});
+			if (!a)
+				break;	// the daemon may already be gone (compaction runs beside the epochs)
+			ASSERT_EQ(a->status, 0) << a->message;
+			want[ep] = snapshot(e);
+		}
+	}
+	int st = wait_status(pid);
+	guard.pid = -1;
+	ASSERT_TRUE(WIFSIGNALED(st)) << "daemon did not crash in compaction (status " << st << ")";
+	auto store = Store::open(root(), "cvm", false);
+	ASSERT_TRUE(store.ok());
+	auto v = store->catalog(ScanDepth::full);
+	ASSERT_TRUE(v.ok());
+	std::map<uint64_t, EpochView> by;
+	for (auto &x : *v)
+		by[x.seg.epoch] = x;
+	ASSERT_TRUE(by.count(4));
+	EXPECT_EQ(by[4].seg.kind, SegmentKind::base);
+	// Every acked epoch >= 4 (the retained ones) is restorable; the newest acked one is the newest restorable.
+	uint64_t newest_acked = want.rbegin()->first;
+	for (uint64_t ep = 4; ep <= newest_acked; ep++)
+		EXPECT_TRUE(by[ep].restorable) << ep << ": " << by[ep].why;
+	EXPECT_EQ(newest("cvm"), newest_acked);
+	// A fresh daemon restores each retained epoch byte-exact and finishes the cleanup.
+	pid = guard.pid = spawn_daemon(sock(), root(), "", {"--retain", "3", "--compact-min", "1",
+							   "--compact-bytes-pct", "0"});
+	{
+		Engine e(sock(), "cvm");
+		auto ha = e.hello();
+		ASSERT_TRUE(ha);
+		EXPECT_EQ(ha->durable_epoch, newest_acked);
+		for (uint64_t ep = 4; ep <= newest_acked; ep++) {
+			auto r = e.restore(ep);
+			ASSERT_TRUE(r);
+			ASSERT_EQ(r->status, 0) << r->message;
+			EXPECT_TRUE(snapshot(e) == want[ep]) << ep;
+		}
+		ASSERT_EQ(e.epoch(newest_acked + 1, {})->status, 0);	// a FULL after the reconnect
+	}
+	kill(pid, SIGTERM);
+	wait_status(pid);
+	guard.pid = -1;
+}

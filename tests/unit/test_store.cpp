@@ -1,10 +1,15 @@
 // Store: real io_uring writes into a temp dir, then every way to break a segment.
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "slsvirt/crc32c.hpp"
 #include "slsvirt/store.hpp"
@@ -204,13 +209,13 @@ TEST_F(StoreTest, BadFileMagicVersionAndHeaderCrc)
 	b = orig;
 	fmt::FileHeader fh;
 	memcpy(&fh, b.data(), sizeof(fh));
-	fh.format_version = 2;
+	fh.format_version = 3;
 	fh.header_crc = crc32c(&fh, offsetof(fmt::FileHeader, header_crc));
 	memcpy(b.data(), &fh, sizeof(fh));
 	test::write_file(p, b);
 	si = store->scan(2, ScanDepth::structure);
 	EXPECT_EQ(si.status, SegmentStatus::corrupt);
-	EXPECT_NE(si.detail.find("version 2"), std::string::npos) << si.detail;
+	EXPECT_NE(si.detail.find("version 3"), std::string::npos) << si.detail;
 
 	b = orig;
 	b[offsetof(fmt::FileHeader, vm_name) + 1] ^= 1;
@@ -376,11 +381,11 @@ TEST_F(StoreTest, LengthFieldClaimingMoreThanExists)
 TEST_F(StoreTest, ListAndRetention)
 {
 	Memory m(8, 1);
-	std::vector<uint64_t> valid;
 	for (uint64_t e = 1; e <= 12; e++) {
 		write(e, m, dev);
-		valid.push_back(e);
-		ASSERT_TRUE(store->apply_retention(valid, kDefaultRetain).ok());
+		auto r = store->apply_retention(RetentionPolicy{});
+		ASSERT_TRUE(r.ok()) << r.message();
+		EXPECT_EQ(r->epoch, 0u);	// full epochs: nothing to compact
 	}
 	auto list = store->list(ScanDepth::structure);
 	ASSERT_TRUE(list.ok());
@@ -389,7 +394,6 @@ TEST_F(StoreTest, ListAndRetention)
 	EXPECT_EQ(list->back().epoch, 12u);
 	for (const auto &s : *list)
 		EXPECT_EQ(s.status, SegmentStatus::valid);
-	EXPECT_EQ(valid.size(), 8u);
 	// Files that are not segments are ignored.
 	test::write_file(store->epochs_dir() + "/notes.txt", {1, 2, 3});
 	EXPECT_EQ(store->list(ScanDepth::structure)->size(), 8u);
@@ -409,4 +413,461 @@ TEST_F(StoreTest, FailWriteFaultLeavesNoVisibleEpoch)
 	EXPECT_EQ(newest(), 1u);
 	EXPECT_FALSE(FaultPlan::parse("explode:1").ok());
 	EXPECT_FALSE(FaultPlan::parse("fail-write:x").ok());
+}
+
+// ---- delta epochs, chains, retention + compaction, write faults ----
+
+namespace {
+
+// A guest whose every epoch's expected bytes are remembered.
+struct Guest {
+	Memory m;
+	std::map<uint64_t, std::pair<std::vector<unsigned char>, std::vector<unsigned char>>> want;
+	explicit Guest(uint64_t pages) : m(pages, 1) {}
+	void remember(uint64_t e) { want[e] = {m.ram, m.bios}; }
+	// Dirties `n` pages from `first` (stride `stride`); every 5th dirtied page becomes all zero.
+	std::vector<PageRef> dirty(uint64_t seed, uint64_t first, uint64_t n, uint64_t stride = 3)
+	{
+		std::vector<PageRef> pages;
+		const uint64_t np = m.ram.size() / kPage;
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t p = (first + i * stride) % np;
+			if (i % 5 == 4)
+				memset(&m.ram[p * kPage], 0, kPage);
+			else
+				test::fill_random(&m.ram[p * kPage], kPage, seed * 7777 + p);
+			pages.push_back({0, p * kPage});
+		}
+		std::sort(pages.begin(), pages.end(), [](auto &a, auto &b) { return a.offset < b.offset; });
+		pages.erase(std::unique(pages.begin(), pages.end(),
+					[](auto &a, auto &b) { return a.offset == b.offset; }),
+			    pages.end());
+		test::fill_random(&m.bios[0], 64, seed);	// bios page 0 dirty too
+		pages.push_back({1, 0});
+		return pages;
+	}
+};
+
+} // namespace
+
+class ChainTest : public StoreTest {
+protected:
+	void full(Guest &g, uint64_t e)
+	{
+		auto blocks = g.m.blocks();
+		auto r = store->write_epoch({e, e - 1, 1, 1000 + e, 10}, blocks, dev);
+		ASSERT_TRUE(r.ok()) << r.message();
+		g.remember(e);
+	}
+	WriteStats delta(Guest &g, uint64_t e, uint64_t parent, uint64_t first, uint64_t n,
+			 const FaultPlan &faults = FaultPlan())
+	{
+		auto pages = g.dirty(e, first, n);
+		auto blocks = g.m.blocks();
+		auto r = store->write_delta_epoch({e, parent, 0, 1000 + e, 10}, blocks, pages, dev, faults);
+		EXPECT_TRUE(r.ok()) << r.message();
+		if (r.ok())
+			g.remember(e);
+		return r.ok() ? *r : WriteStats{};
+	}
+	// Restores e into fresh buffers and compares with what the guest had.
+	void expect_restores(Guest &g, uint64_t e)
+	{
+		Memory out(g.m.ram.size() / kPage, 99);
+		auto lr = load(e, out);
+		ASSERT_TRUE(lr.ok()) << "epoch " << e << ": " << lr.message();
+		EXPECT_EQ(lr->info.epoch, e);
+		EXPECT_TRUE(out.ram == g.want[e].first) << "epoch " << e;
+		EXPECT_TRUE(out.bios == g.want[e].second) << "epoch " << e;
+		EXPECT_EQ(lr->devstate, dev);
+	}
+	std::map<uint64_t, EpochView> views()
+	{
+		auto c = store->catalog(ScanDepth::structure);
+		EXPECT_TRUE(c.ok());
+		std::map<uint64_t, EpochView> m;
+		for (auto &v : *c)
+			m[v.seg.epoch] = v;
+		return m;
+	}
+};
+
+TEST_F(ChainTest, DeltaHoldsOnlyListedPagesAndZeroEntries)
+{
+	Guest g(600);
+	full(g, 1);
+	WriteStats st = delta(g, 2, 1, 10, 50);
+	EXPECT_EQ(st.nr_pages, 51u);	// 50 pc.ram + 1 pc.bios
+	EXPECT_EQ(st.zero_pages, 10u);	// every 5th became zero: recorded, no data
+	EXPECT_EQ(st.data_pages, 41u);
+	SegmentInfo si = store->scan(2, ScanDepth::full);
+	ASSERT_EQ(si.status, SegmentStatus::valid) << si.detail;
+	EXPECT_EQ(si.kind, SegmentKind::delta);
+	EXPECT_EQ(si.parent_epoch, 1u);
+	EXPECT_EQ(si.nr_zero_pages, 10u);
+	EXPECT_EQ(si.page_bytes, 41 * kPage);
+	EXPECT_LT(si.file_size, 60 * kPage);	// far smaller than the 600-page guest
+	EXPECT_EQ(store->scan(1, ScanDepth::full).kind, SegmentKind::full);
+	// Page data 4096-aligned: the first data slot follows the index block.
+	auto recs = records_of(store->segment_path(2));
+	ASSERT_EQ(recs[1].type, fmt::kRecPages);
+	EXPECT_EQ((recs[1].offset + sizeof(fmt::RecordHeader) + fmt::pages_data_offset(51)) % 4096, 0u);
+	expect_restores(g, 2);
+	expect_restores(g, 1);
+	EXPECT_EQ(newest(), 2u);
+}
+
+TEST_F(ChainTest, AnyEpochOfALongChainRestoresByteExact)
+{
+	Guest g(400);
+	full(g, 1);
+	for (uint64_t e = 2; e <= 12; e++)
+		delta(g, e, e - 1, e * 13, 30 + e);
+	auto v = views();
+	EXPECT_EQ(v[12].chain.size(), 12u);
+	EXPECT_EQ(v[12].chain.front(), 1u);
+	for (uint64_t e = 1; e <= 12; e++)
+		expect_restores(g, e);
+	// Another FULL starts a new chain (after a reconnect).
+	full(g, 13);
+	delta(g, 14, 13, 5, 20);
+	v = views();
+	EXPECT_EQ(v[14].chain, (std::vector<uint64_t>{13, 14}));
+	expect_restores(g, 14);
+	auto lr = store->newest_valid();
+	ASSERT_TRUE(lr.ok());
+	EXPECT_EQ(lr->epoch, 14u);
+}
+
+TEST_F(ChainTest, MissingOrCorruptLinkMakesDescendantsUnrestorable)
+{
+	Guest g(300);
+	full(g, 1);
+	for (uint64_t e = 2; e <= 6; e++)
+		delta(g, e, e - 1, e * 11, 20);
+	// Corrupt one page of epoch 4: structure still valid, but a full verify
+	// and every load through it fail; newest restorable falls back to 3.
+	auto recs = records_of(store->segment_path(4));
+	auto b = test::read_file(store->segment_path(4));
+	fmt::RecordHeader h;
+	memcpy(&h, &b[recs[1].offset], sizeof(h));
+	b[recs[1].offset + sizeof(h) + fmt::pages_data_offset(h.count) + 100] ^= 1;
+	test::write_file(store->segment_path(4), b);
+	EXPECT_EQ(newest(), 3u);
+	Memory out(300, 5);
+	auto lr = load(6, out);
+	EXPECT_FALSE(lr.ok());
+	EXPECT_NE(lr.message().find("epoch 4"), std::string::npos) << lr.message();
+	auto l0 = load(0, out);	// newest: 6 and 5 and 4 fail through 4, 3 loads
+	ASSERT_TRUE(l0.ok()) << l0.message();
+	EXPECT_EQ(l0->info.epoch, 3u);
+	EXPECT_TRUE(out.ram == g.want[3].first);
+	auto full_views = store->catalog(ScanDepth::full);
+	ASSERT_TRUE(full_views.ok());
+	for (const auto &v : *full_views)
+		EXPECT_EQ(v.restorable, v.seg.epoch <= 3) << v.seg.epoch << ": " << v.why;
+
+	// A missing link: 5's parent 4 gone -> 5 and 6 not restorable, reason named.
+	ASSERT_EQ(unlink(store->segment_path(4).c_str()), 0);
+	auto v = views();
+	EXPECT_FALSE(v[5].restorable);
+	EXPECT_NE(v[5].why.find("parent epoch 4 is missing"), std::string::npos) << v[5].why;
+	EXPECT_FALSE(v[6].restorable);
+	EXPECT_NE(v[6].why.find("parent epoch 5 is not restorable"), std::string::npos) << v[6].why;
+	EXPECT_TRUE(v[3].restorable);
+	EXPECT_FALSE(store->load(6, out.blocks()).ok());
+	EXPECT_EQ(newest(), 3u);
+	auto hello = store->newest_restorable(ScanDepth::structure);
+	ASSERT_TRUE(hello.ok());
+	EXPECT_EQ(hello->epoch, 3u);
+
+	// A torn link (crash before commit) has the same effect.
+	test::truncate_file(store->segment_path(3), 8192);
+	v = views();
+	EXPECT_FALSE(v[3].restorable);
+	EXPECT_NE(v[3].why.find("torn"), std::string::npos) << v[3].why;
+	EXPECT_EQ(newest(), 2u);
+}
+
+TEST_F(ChainTest, DeltaSegmentNegativeCases)
+{
+	Guest g(64);
+	full(g, 1);
+	delta(g, 2, 1, 0, 20);
+	const std::string p = store->segment_path(2);
+	const auto orig = test::read_file(p);
+	auto recs = records_of(p);
+	const uint64_t po = recs[1].offset;
+	fmt::RecordHeader h;
+	memcpy(&h, &orig[po], sizeof(h));
+	auto entry_at = [&](size_t i) { return po + sizeof(fmt::RecordHeader) + i * sizeof(fmt::PageIndexEntry); };
+	auto edit_entry = [&](std::vector<unsigned char> &b, size_t i, auto fn) {
+		fmt::PageIndexEntry e;
+		memcpy(&e, &b[entry_at(i)], sizeof(e));
+		fn(e);
+		memcpy(&b[entry_at(i)], &e, sizeof(e));
+		fmt::RecordHeader rh;
+		memcpy(&rh, &b[po], sizeof(rh));
+		rh.payload_crc = crc32c(&b[entry_at(0)], rh.count * sizeof(fmt::PageIndexEntry));
+		rh.header_crc = crc32c(&rh, offsetof(fmt::RecordHeader, header_crc));
+		memcpy(&b[po], &rh, sizeof(rh));
+	};
+	// A data entry turned ZERO: the data slots no longer match the length.
+	auto b = orig;
+	edit_entry(b, 0, [](fmt::PageIndexEntry &e) { e.flags = fmt::kPageFZero; e.page_crc = 0; });
+	test::write_file(p, b);
+	SegmentInfo si = store->scan(2, ScanDepth::structure);
+	EXPECT_EQ(si.status, SegmentStatus::corrupt);
+	EXPECT_NE(si.detail.find("with data"), std::string::npos) << si.detail;
+	// Unknown index flags.
+	b = orig;
+	edit_entry(b, 1, [](fmt::PageIndexEntry &e) { e.flags = 0x80; });
+	test::write_file(p, b);
+	EXPECT_EQ(store->scan(2, ScanDepth::structure).status, SegmentStatus::corrupt);
+	// A ZERO entry claiming a crc.
+	b = orig;
+	size_t zi = 4;	// every 5th dirtied page is zero
+	edit_entry(b, zi, [](fmt::PageIndexEntry &e) { e.page_crc = 1; });
+	test::write_file(p, b);
+	EXPECT_EQ(store->scan(2, ScanDepth::structure).status, SegmentStatus::corrupt);
+	// A delta whose COMMIT says FULL while it has ZERO entries / a delta
+	// without a parent: not a valid kind.
+	b = orig;
+	uint64_t co = recs.back().offset;
+	fmt::CommitPayload c;
+	memcpy(&c, &b[co + sizeof(fmt::RecordHeader)], sizeof(c));
+	c.epoch_flags = 1;
+	memcpy(&b[co + sizeof(fmt::RecordHeader)], &c, sizeof(c));
+	rewrite_record_header(b, co, [](fmt::RecordHeader &rh) { (void)rh; });
+	{
+		fmt::RecordHeader rh;
+		memcpy(&rh, &b[co], sizeof(rh));
+		rh.payload_crc = crc32c(&c, sizeof(c));
+		rh.header_crc = crc32c(&rh, offsetof(fmt::RecordHeader, header_crc));
+		memcpy(&b[co], &rh, sizeof(rh));
+	}
+	test::write_file(p, b);
+	si = store->scan(2, ScanDepth::structure);
+	EXPECT_EQ(si.status, SegmentStatus::corrupt);
+	EXPECT_NE(si.detail.find("full, delta or base"), std::string::npos) << si.detail;
+	// The writer refuses bad arguments.
+	test::write_file(p, orig);
+	auto blocks = g.m.blocks();
+	std::vector<PageRef> outside = {{0, 64 * kPage}};
+	EXPECT_EQ(store->write_delta_epoch({3, 2, 0, 0, 0}, blocks, outside, dev).code(), -EINVAL);
+	std::vector<PageRef> bad_block = {{7, 0}};
+	EXPECT_EQ(store->write_delta_epoch({3, 2, 0, 0, 0}, blocks, bad_block, dev).code(), -EINVAL);
+	EXPECT_EQ(store->write_delta_epoch({3, 0, 0, 0, 0}, blocks, {}, dev).code(), -EINVAL);
+	EXPECT_EQ(store->write_delta_epoch({3, 2, 1, 0, 0}, blocks, {}, dev).code(), -EINVAL);
+	// A delta with no pages at all is fine (nothing was written).
+	auto empty = store->write_delta_epoch({3, 2, 0, 0, 0}, blocks, {}, dev);
+	ASSERT_TRUE(empty.ok()) << empty.message();
+	g.remember(3);
+	g.want[3] = g.want[2];
+	expect_restores(g, 3);
+}
+
+TEST_F(ChainTest, RetentionCompactsOldestRetainedIntoABase)
+{
+	Guest g(500);
+	full(g, 1);
+	for (uint64_t e = 2; e <= 20; e++)
+		delta(g, e, e - 1, e * 17, 25);
+	RetentionPolicy pol{5, 1, 0};
+	auto cs = store->apply_retention(pol);
+	ASSERT_TRUE(cs.ok()) << cs.message();
+	EXPECT_EQ(cs->epoch, 16u);	// oldest of the newest 5
+	EXPECT_EQ(cs->chain_len, 16u);
+	EXPECT_EQ(cs->removed, 15u);
+	auto v = views();
+	ASSERT_EQ(v.size(), 5u);
+	EXPECT_EQ(v.begin()->first, 16u);
+	EXPECT_EQ(v[16].seg.kind, SegmentKind::base);
+	EXPECT_EQ(v[20].chain, (std::vector<uint64_t>{16, 17, 18, 19, 20}));
+	for (uint64_t e = 16; e <= 20; e++)
+		expect_restores(g, e);
+	EXPECT_FALSE(fs::exists(store->temp_path(16)));
+	// With the default thresholds nothing happens for a few more epochs.
+	delta(g, 21, 20, 3, 10);
+	auto none = store->apply_retention(RetentionPolicy{5, 64, 100});
+	ASSERT_TRUE(none.ok());
+	EXPECT_EQ(none->epoch, 0u);
+	EXPECT_EQ(views().size(), 6u);	// kept more than 5: allowed ("at least")
+	for (uint64_t e = 16; e <= 21; e++)
+		expect_restores(g, e);
+	// Older full epochs simply go.
+	full(g, 22);
+	for (uint64_t e = 23; e <= 30; e++)
+		delta(g, e, e - 1, e, 5);
+	auto p2 = plan_retention(*store->catalog(ScanDepth::structure), RetentionPolicy{3, 1000, 100});
+	EXPECT_EQ(p2.compact_epoch, 0u);	// 28 is a delta, but below the threshold
+	EXPECT_EQ(p2.remove.front(), 21u);	// the old chain is not needed by 28..30
+	EXPECT_EQ(p2.remove.back(), 16u);	// newest first
+}
+
+namespace {
+
+// Runs `fn` in a child process; returns its wait status.
+template <typename F>
+int in_child(F fn)
+{
+	fflush(nullptr);
+	pid_t pid = fork();
+	if (pid == 0) {
+		fn();
+		_exit(0);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return st;
+}
+
+} // namespace
+
+class CompactionCrashTest : public ChainTest, public ::testing::WithParamInterface<const char *> {};
+
+TEST_P(CompactionCrashTest, KillAtAnyStageKeepsEveryRetainedEpochRestorable)
+{
+	Guest g(400);
+	full(g, 1);
+	for (uint64_t e = 2; e <= 14; e++)
+		delta(g, e, e - 1, e * 19, 30);
+	std::vector<uint64_t> before;
+	for (auto &[e, v] : views())
+		if (v.restorable)
+			before.push_back(e);
+	const std::string spec = std::string(GetParam()) + ":10";	// 10 = oldest of the newest 5
+	auto faults = FaultPlan::parse(spec);
+	ASSERT_TRUE(faults.ok()) << faults.message();
+	const std::string root = dir.path();
+	int st = in_child([&] {
+		auto s = Store::open(root, "vm0", false);
+		if (!s)
+			_exit(3);
+		auto r = s->apply_retention(RetentionPolicy{5, 1, 0}, *faults);
+		_exit(r.ok() ? 0 : 4);
+	});
+	ASSERT_TRUE(WIFSIGNALED(st)) << "fault " << spec << " did not crash (status " << st << ")";
+	EXPECT_EQ(WTERMSIG(st), SIGKILL);
+	// Every retained epoch (the newest 5) restores byte-exact; whatever is
+	// left of the older ones is either restorable or gone, never wrong.
+	auto v = views();
+	for (uint64_t e = 10; e <= 14; e++) {
+		ASSERT_TRUE(v.count(e)) << e;
+		EXPECT_TRUE(v[e].restorable) << e << ": " << v[e].why;
+		expect_restores(g, e);
+	}
+	for (auto &[e, view] : v)
+		if (view.restorable && e < 10)
+			expect_restores(g, e);
+	EXPECT_EQ(newest(), 14u);
+	// A later pass (after a restart) finishes the job and cleans up.
+	store->remove_stale_temp_files();
+	auto cs = store->apply_retention(RetentionPolicy{5, 1, 0});
+	ASSERT_TRUE(cs.ok()) << cs.message();
+	v = views();
+	EXPECT_EQ(v.size(), 5u);
+	EXPECT_EQ(v[10].seg.kind, SegmentKind::base);
+	for (uint64_t e = 10; e <= 14; e++)
+		expect_restores(g, e);
+	EXPECT_FALSE(fs::exists(store->temp_path(10)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Stages, CompactionCrashTest,
+			 ::testing::Values("crash-compaction-writing", "crash-compaction-tmp",
+					   "crash-compaction-renamed", "crash-mid-compaction"),
+			 [](const auto &info) {
+				 std::string n = info.param;
+				 for (auto &c : n)
+					 if (c == '-')
+						 c = '_';
+				 return n;
+			 });
+
+class WriteFaultTest : public ChainTest, public ::testing::WithParamInterface<std::pair<const char *, int>> {};
+
+TEST_P(WriteFaultTest, FailedEpochInvisibleEarlierOnesRestorableNextFullWorks)
+{
+	Guest g(300);
+	full(g, 1);
+	delta(g, 2, 1, 7, 40);
+	auto faults = FaultPlan::parse(std::string(GetParam().first) + ":3");
+	ASSERT_TRUE(faults.ok());
+	auto pages = g.dirty(3, 11, 40);
+	auto blocks = g.m.blocks();
+	auto r = store->write_delta_epoch({3, 2, 0, 0, 0}, blocks, pages, dev, *faults);
+	ASSERT_FALSE(r.ok());
+	EXPECT_EQ(r.code(), GetParam().second) << r.message();
+	EXPECT_NE(r.message().find("epoch 3"), std::string::npos) << r.message();
+	EXPECT_FALSE(fs::exists(store->segment_path(3)));
+	EXPECT_EQ(newest(), 2u);
+	expect_restores(g, 1);
+	expect_restores(g, 2);
+	// The engine sends a FULL epoch next; it succeeds (the fault was one-shot for epoch 3).
+	auto f = store->write_epoch({4, 3, 1, 0, 0}, blocks, dev, *faults);
+	ASSERT_TRUE(f.ok()) << f.message();
+	g.remember(4);
+	expect_restores(g, 4);
+	EXPECT_EQ(newest(), 4u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, WriteFaultTest,
+			 ::testing::Values(std::make_pair("fail-write", -EIO), std::make_pair("enospc", -ENOSPC),
+					   std::make_pair("fail-fdatasync", -EIO)),
+			 [](const auto &info) {
+				 std::string n = info.param.first;
+				 for (auto &c : n)
+					 if (c == '-')
+						 c = '_';
+				 return n;
+			 });
+
+TEST_F(ChainTest, ShortWritesAreResumedByteExact)
+{
+	Guest g(2200);	// > 1024 pages: several records and multi-MiB writes
+	auto faults = FaultPlan::parse("short-write:1,short-write:2");
+	ASSERT_TRUE(faults.ok());
+	auto blocks = g.m.blocks();
+	auto r1 = store->write_epoch({1, 0, 1, 0, 0}, blocks, dev, *faults);
+	ASSERT_TRUE(r1.ok()) << r1.message();
+	EXPECT_GT(r1->short_writes, 0u);
+	g.remember(1);
+	auto pages = g.dirty(2, 0, 1500, 1);
+	auto r2 = store->write_delta_epoch({2, 1, 0, 0, 0}, blocks, pages, dev, *faults);
+	ASSERT_TRUE(r2.ok()) << r2.message();
+	EXPECT_GT(r2->short_writes, 0u);
+	g.remember(2);
+	EXPECT_EQ(store->scan(1, ScanDepth::full).status, SegmentStatus::valid);
+	EXPECT_EQ(store->scan(2, ScanDepth::full).status, SegmentStatus::valid);
+	expect_restores(g, 1);
+	expect_restores(g, 2);
+	// Same with O_DIRECT (where the filesystem has it; short lengths stay aligned).
+	store->set_direct_io(true);
+	auto pages3 = g.dirty(3, 5, 700, 2);
+	auto f3 = FaultPlan::parse("short-write:3");
+	auto r3 = store->write_delta_epoch({3, 2, 0, 0, 0}, blocks, pages3, dev, *f3);
+	ASSERT_TRUE(r3.ok()) << r3.message();
+	g.remember(3);
+	expect_restores(g, 3);
+}
+
+TEST_F(ChainTest, Version1SegmentsStillRead)
+{
+	// A version-1 segment (what issue 3's hostd wrote): same bytes, version 1,
+	// no flags, nr_zero_pages (then reserved) 0.
+	Guest g(50);
+	full(g, 1);
+	auto b = test::read_file(store->segment_path(1));
+	fmt::FileHeader fh;
+	memcpy(&fh, b.data(), sizeof(fh));
+	fh.format_version = 1;
+	fh.header_crc = crc32c(&fh, offsetof(fmt::FileHeader, header_crc));
+	memcpy(b.data(), &fh, sizeof(fh));
+	test::write_file(store->segment_path(1), b);
+	SegmentInfo si = store->scan(1, ScanDepth::full);
+	ASSERT_EQ(si.status, SegmentStatus::valid) << si.detail;
+	EXPECT_EQ(si.format_version, 1u);
+	expect_restores(g, 1);
+	delta(g, 2, 1, 3, 10);	// a version-2 delta on a version-1 full
+	expect_restores(g, 2);
 }

@@ -10,6 +10,7 @@
 
 #include "slsvirt/fd.hpp"
 #include "slsvirt/qmp.hpp"
+#include "slsvirt/crc32c.hpp"
 #include "slsvirt/vm_conf.hpp"
 #include "test_util.hpp"
 
@@ -37,6 +38,22 @@ TEST(VmConf, RoundTripAndCorruption)
 	v2[9] = '2';
 	EXPECT_NE(decode_vm_conf(v2).message().find("version"), std::string::npos);
 	EXPECT_FALSE(decode_vm_conf(text.substr(0, text.size() / 2)).ok());
+}
+
+TEST(VmConf, PeriodMsRoundTripAndOldConfigsWithoutIt)
+{
+	VmConf c{"/q", "/k", "/i", "a", "256M", 1, {}, 10};
+	auto back = decode_vm_conf(encode_vm_conf(c));
+	ASSERT_TRUE(back.ok()) << back.message();
+	EXPECT_EQ(back->period_ms, 10u);
+	// A config written before period_ms existed reads as 0 (on request only).
+	std::string body = "{\"qemu\":\"/q\",\"kernel\":\"/k\",\"initrd\":\"/i\",\"append\":\"a\",\"mem\":\"256M\","
+			   "\"smp\":1,\"extra_args\":[]}\n";
+	char hdr[64];
+	snprintf(hdr, sizeof(hdr), "SLSVCONF 1 %08x\n", crc32c(body.data(), body.size()));
+	auto old = decode_vm_conf(hdr + body);
+	ASSERT_TRUE(old.ok()) << old.message();
+	EXPECT_EQ(old->period_ms, 0u);
 }
 
 namespace {

@@ -12,8 +12,15 @@ namespace slsvirt {
 enum class FaultKind {
 	crash_mid_data,		// SIGKILL self after about half of epoch E's PAGES records
 	crash_before_commit,	// SIGKILL self after the data fdatasync, before COMMIT
-	fail_write,		// epoch E's data write fails with -EIO
+	fail_write,		// epoch E's first write fails with -EIO
+	short_write,		// every write of epoch E is first submitted short, then resumed
+	enospc,			// epoch E's first page-data write fails with -ENOSPC
+	fail_fdatasync,		// epoch E's first fdatasync fails with -EIO
 	delay_ack_ms,		// sleep N ms before every EPOCH_ACK
+	crash_compaction_writing,	// SIGKILL while writing the base for epoch E (tmp file half written)
+	crash_compaction_tmp,	// after the base tmp file for E is durable, before the rename
+	crash_compaction_renamed,	// after the rename + directory fsync, before any delete
+	crash_mid_compaction,	// after the rename, half of the older segments deleted
 };
 
 struct Fault {
@@ -23,14 +30,15 @@ struct Fault {
 
 class FaultPlan {
 public:
-	// "crash-mid-data:E", "crash-before-commit:E", "fail-write:E",
-	// "delay-ack-ms:N"; several separated by ','. "" = no faults.
+	// NAME:NUMBER items separated by ','; "" = no faults. Names: see
+	// known_names() (hostd/README.md describes each).
 	[[nodiscard]] static Result<FaultPlan> parse(const std::string &spec);
 
 	bool hits(FaultKind kind, uint64_t epoch) const;
 	uint64_t delay_ack_ms() const;
 	bool empty() const { return faults_.empty(); }
 	std::string describe() const;
+	static std::string known_names();
 
 	// Kills the calling process with SIGKILL (a crash, no cleanup).
 	[[noreturn]] static void crash(const char *where, uint64_t epoch);

@@ -59,6 +59,15 @@ struct HelloAck {
 struct Epoch {
 	uint64_t epoch, parent_epoch, flags, capture_realtime_ns, stop_ns;
 	std::span<const unsigned char> devstate;	// points into the payload
+	// Delta epochs: staging page indices (staging offset / SLS_PAGE_SIZE),
+	// strictly ascending. Full epochs: empty.
+	std::vector<uint64_t> pages = {};
+};
+
+// A staged page of a delta epoch, resolved against the HELLO layout.
+struct StagedPage {
+	uint32_t block;		// index into Hello::blocks
+	uint64_t offset;	// byte offset inside that block
 };
 
 struct EpochAck {
@@ -87,6 +96,12 @@ struct RestoreAck {
 [[nodiscard]] Result<EpochAck> decode_epoch_ack(std::span<const unsigned char> payload);
 [[nodiscard]] Result<Restore> decode_restore(std::span<const unsigned char> payload);
 [[nodiscard]] Result<RestoreAck> decode_restore_ack(std::span<const unsigned char> payload);
+
+// Resolves a delta epoch's page list against the HELLO layout: every index
+// must lie inside a RAM block; the list must be strictly ascending (which
+// also excludes duplicates). -EINVAL with a message naming the bad entry.
+[[nodiscard]] Result<std::vector<StagedPage>> resolve_epoch_pages(std::span<const uint64_t> pages,
+								  const std::vector<StagingBlock> &blocks);
 
 // Version both sides speak, or -EPROTONOSUPPORT.
 [[nodiscard]] Result<uint32_t> negotiate_version(const Hello &h);

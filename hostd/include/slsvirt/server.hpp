@@ -21,7 +21,11 @@ namespace slsvirt {
 struct ServerConfig {
 	std::string socket_path;
 	std::string store_root;
-	unsigned retain = 8;
+	unsigned retain = 8;		// keep at least this many restorable epochs per VM
+	unsigned compact_min = 64;	// see RetentionPolicy
+	unsigned compact_bytes_pct = 100;
+	unsigned compact_interval_ms = 200;	// a VM's compactor looks at most this often
+	bool direct_io = false;		// O_DIRECT for segment writes where supported
 	FaultPlan faults;
 };
 

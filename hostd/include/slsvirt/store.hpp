@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -14,6 +16,9 @@
 namespace slsvirt {
 
 inline constexpr unsigned kDefaultRetain = 8;
+// Compact (fold the chain below the oldest retained epoch into a base) once
+// that many segments could be removed by doing so.
+inline constexpr unsigned kDefaultCompactMin = 64;
 
 class Uring;
 
@@ -42,17 +47,32 @@ struct EpochMeta {
 	uint64_t stop_ns = 0;
 };
 
+// One page of a RAM block (a delta epoch lists the pages it carries).
+struct PageRef {
+	uint32_t block;		// index into the blocks passed along
+	uint64_t offset;	// byte offset inside the block, multiple of 4096
+};
+
 struct WriteStats {
 	uint64_t file_bytes = 0;	// bytes the segment occupies
 	uint64_t bytes_written = 0;	// bytes handed to io_uring and completed
-	uint64_t nr_pages = 0;		// non-zero pages written
-	uint64_t zero_pages = 0;	// pages skipped
+	uint64_t nr_pages = 0;		// index entries (data pages + ZERO entries)
+	uint64_t zero_pages = 0;	// full: zero pages skipped; delta: ZERO entries recorded
+	uint64_t data_pages = 0;	// pages whose 4096 bytes were written
 	uint64_t devstate_bytes = 0;
 	uint64_t write_ns = 0;		// open to durable commit
+	uint64_t short_writes = 0;	// short completions resumed
+	uint64_t submits = 0;		// io_uring_enter calls
+	bool direct_io = false;		// page data written with O_DIRECT
 };
 
 enum class SegmentStatus { valid, torn, corrupt };
 const char *to_string(SegmentStatus s);
+
+// full: every non-zero page (SLS_EPOCH_F_FULL); delta: only the pages
+// written since parent_epoch; base: a full image written by compaction.
+enum class SegmentKind { full, delta, base };
+const char *to_string(SegmentKind k);
 
 enum class ScanDepth {
 	structure,	// every header, index and small payload crc; page data unread
@@ -68,10 +88,14 @@ struct SegmentInfo {
 	uint64_t bad_offset = 0;	// file offset of the problem
 	uint64_t file_size = 0;
 	uint64_t parent_epoch = 0;	// from the file header
+	uint32_t format_version = 0;
+	uint32_t header_flags = 0;	// fmt::kSegF*
 	// From the COMMIT record (valid segments only):
+	SegmentKind kind = SegmentKind::full;
 	uint64_t epoch_flags = 0;
 	uint64_t nr_records = 0;
 	uint64_t nr_pages = 0;
+	uint64_t nr_zero_pages = 0;
 	uint64_t page_bytes = 0;
 	uint64_t devstate_bytes = 0;
 	uint64_t capture_realtime_ns = 0;
@@ -84,11 +108,52 @@ struct SegmentInfo {
 SegmentInfo scan_segment(const std::string &path, uint64_t expect_epoch,
 			 std::string_view expect_vm, ScanDepth depth);
 
-struct LoadResult {
-	SegmentInfo info;
-	std::vector<unsigned char> devstate;
-	uint64_t pages_loaded = 0;
+// A segment with what restoring its epoch needs: the chain of segments from
+// its nearest full/base ancestor (chain.front()) to itself (chain.back()).
+struct EpochView {
+	SegmentInfo seg;
+	bool restorable = false;
+	std::string why;		// when not restorable: the first broken link and why
+	std::vector<uint64_t> chain;	// restorable only
 };
+
+// Resolves chains over segments sorted by epoch (as Store::list returns
+// them). An epoch is restorable iff every segment of its chain is valid at
+// the depth the segments were scanned with, and every delta's RAM layout
+// equals its parent's.
+std::vector<EpochView> resolve_chains(const std::vector<SegmentInfo> &segments);
+
+// What retention does next (pure; see docs/store-format.md "Retention").
+struct RetentionPlan {
+	uint64_t oldest_retained = 0;	// 0 = nothing to do
+	uint64_t compact_epoch = 0;	// != 0: write a base for this epoch first
+	std::vector<uint64_t> remove;	// segments to delete (after the base, if any), newest first
+};
+struct RetentionPolicy {
+	unsigned retain = kDefaultRetain;	// keep at least the newest N restorable epochs (>= 1)
+	unsigned compact_min = kDefaultCompactMin;	// compact once >= this many segments would go ...
+	unsigned compact_bytes_pct = 100;	// ... and they hold >= this % of the chain root's bytes
+};
+RetentionPlan plan_retention(const std::vector<EpochView> &views, const RetentionPolicy &policy);
+
+struct LoadResult {
+	SegmentInfo info;		// of the epoch loaded (the chain's last segment)
+	std::vector<unsigned char> devstate;
+	uint64_t pages_loaded = 0;	// data pages read (all chain segments)
+	uint64_t zero_pages = 0;	// ZERO entries applied
+	std::vector<uint64_t> chain;	// segments applied, oldest first
+};
+
+struct CompactStats {
+	uint64_t epoch = 0;		// base written for this epoch (0: none)
+	uint64_t chain_len = 0;		// segments folded into it
+	uint64_t base_bytes = 0;
+	uint64_t removed = 0;		// segments deleted
+	uint64_t load_ns = 0, write_ns = 0, total_ns = 0;
+};
+
+// Where compaction may be interrupted by a crash fault (tests).
+enum class CompactStage { writing_tmp, tmp_durable, renamed, mid_delete };
 
 class Store {
 public:
@@ -103,7 +168,8 @@ public:
 	// Every segment, oldest first, each with its status.
 	[[nodiscard]] Result<std::vector<SegmentInfo>> list(ScanDepth depth) const;
 	[[nodiscard]] SegmentInfo scan(uint64_t epoch, ScanDepth depth) const;
-	// Newest epoch whose every record and page verifies; -ENOENT if none.
+	// Newest restorable epoch whose whole chain verifies, every page
+	// included; -ENOENT if none.
 	[[nodiscard]] Result<SegmentInfo> newest_valid() const;
 
 	// Writes a full epoch from `blocks` (zero pages skipped) + devstate with
@@ -114,23 +180,73 @@ public:
 						     std::span<const unsigned char> devstate,
 						     const FaultPlan &faults = FaultPlan(),
 						     Uring *ring = nullptr) const;
+	// Writes a delta epoch: exactly `pages` (each once, any order; an
+	// all-zero page becomes a ZERO entry), parent meta.parent_epoch. The
+	// caller checked that the parent is durable in this store.
+	[[nodiscard]] Result<WriteStats> write_delta_epoch(const EpochMeta &meta, std::span<const RamBlockMem> blocks,
+							   std::span<const PageRef> pages,
+							   std::span<const unsigned char> devstate,
+							   const FaultPlan &faults = FaultPlan(),
+							   Uring *ring = nullptr) const;
 
-	// Loads epoch (0 = newest that verifies) into dest, whose idstrs and
-	// lengths must match the epoch's RAM layout (any order). zero_dest:
-	// clear dest first (otherwise the caller did). Every page is checked
-	// against its crc as it is read.
+	// Every segment with its chain, oldest first.
+	[[nodiscard]] Result<std::vector<EpochView>> catalog(ScanDepth depth) const;
+	// Newest restorable epoch (info of its own segment) whose whole chain
+	// verifies at `depth`.
+	[[nodiscard]] Result<SegmentInfo> newest_restorable(ScanDepth depth) const;
+
+	// Writes a base (full image) for `epoch` into a temp file, makes it
+	// durable, renames it over the epoch's segment and fsyncs the directory,
+	// then deletes `remove` (newest first). A crash at any point leaves every
+	// epoch that was restorable before restorable. `lock` (optional) is held
+	// around the rename and the deletes (loaders hold it while they open a chain).
+	[[nodiscard]] Result<CompactStats> compact(const RetentionPlan &plan, const FaultPlan &faults = FaultPlan(),
+						   std::mutex *lock = nullptr,
+						   const std::function<void(CompactStage)> &at_stage = {}) const;
+	// Removes "<epoch>.sls.tmp" files a crashed compaction left behind.
+	void remove_stale_temp_files() const;
+	// O_DIRECT for page data where the filesystem supports it.
+	void set_direct_io(bool on) { direct_io_ = on; }
+	bool direct_io() const { return direct_io_; }
+
+	// Loads epoch (0 = newest restorable that verifies) into dest, whose
+	// idstrs and lengths must match the epoch's RAM layout (any order):
+	// its chain's full/base segment, then every delta in parent order.
+	// zero_dest: clear dest first (otherwise the caller did). Every page is
+	// checked against its crc as it is read. `lock`: see compact().
 	[[nodiscard]] Result<LoadResult> load(uint64_t epoch, std::span<const RamBlockMem> dest,
-					      bool zero_dest = true) const;
+					      bool zero_dest = true, std::mutex *lock = nullptr) const;
 
-	// Removes the oldest of valid_epochs (ascending) beyond the newest
-	// `retain`; valid_epochs is updated to what is left.
-	[[nodiscard]] Status apply_retention(std::vector<uint64_t> &valid_epochs, unsigned retain) const;
+	// Retention with chains, synchronously: plan, compact if the plan says
+	// so, delete. compact_min: see kDefaultCompactMin.
+	[[nodiscard]] Result<CompactStats> apply_retention(const RetentionPolicy &policy,
+							   const FaultPlan &faults = FaultPlan()) const;
+
+	std::string temp_path(uint64_t epoch) const;
 
 private:
-	[[nodiscard]] Result<LoadResult> load_one(const SegmentInfo &hint, std::span<const RamBlockMem> dest,
-						  bool zero_dest) const;
+	// What write_segment writes where.
+	struct SegmentSpec {
+		std::string path;		// created (O_TRUNC) and written
+		bool fsync_dir_if_new = true;	// make a new name durable with the data
+		EpochMeta meta;
+		uint32_t header_flags = 0;	// fmt::kSegF*
+		std::span<const RamBlockMem> blocks;
+		bool delta = false;		// true: exactly `pages`; false: every non-zero page
+		std::span<const PageRef> pages;
+		std::span<const unsigned char> devstate;
+		FaultKind crash_mid = FaultKind::crash_mid_data;	// crash point after half the PAGES records
+		bool epoch_faults = true;	// fail-write/short-write/... apply (not for compaction)
+	};
+	
+	[[nodiscard]] Result<WriteStats> write_segment(const SegmentSpec &spec, const FaultPlan &faults,
+						       Uring *ring) const;
+	[[nodiscard]] Result<LoadResult> load_chain(const std::vector<uint64_t> &chain,
+						    std::span<const RamBlockMem> dest, bool zero_dest,
+						    std::mutex *lock) const;
 
 	std::string root_, vm_, vm_dir_, epochs_dir_;
+	bool direct_io_ = false;
 };
 
 } // namespace slsvirt

@@ -8,7 +8,8 @@
 namespace slsvirt::fmt {
 
 inline constexpr char kFileMagic[8] = {'S', 'L', 'S', 'V', 'S', 'E', 'G', '\0'};
-inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kFormatVersion = 2;	// written; readers accept 1 and 2
+inline constexpr uint32_t kMinFormatVersion = 1;
 inline constexpr uint32_t kPageSize = 4096;
 inline constexpr uint32_t kAlign = 4096;	// every record starts 4096-aligned
 inline constexpr uint32_t kRecordMagic = 0x52534c53u;	// "SLSR"
@@ -25,7 +26,7 @@ enum RecordType : uint16_t {
 	kRecPages = 2,
 	kRecDevstate = 3,
 	kRecCommit = 4,
-	kRecDiscard = 5,	// reserved: incremental epochs (ranges given back)
+	kRecDiscard = 5,	// reserved: memory elasticity (ranges given back)
 	kRecDisk = 6,		// reserved: disk blocks
 };
 
@@ -35,9 +36,9 @@ struct FileHeader {
 	uint32_t format_version;	// kFormatVersion
 	uint32_t header_size;	// sizeof(FileHeader)
 	uint32_t page_size;	// kPageSize
-	uint32_t flags;		// 0
+	uint32_t flags;		// kSegF_*; 0 in version 1
 	uint64_t epoch;
-	uint64_t parent_epoch;	// 0 = none (full epoch)
+	uint64_t parent_epoch;	// delta: the epoch it applies on; full/base: as received (lineage only)
 	char vm_name[kNameLen];	// NUL-terminated
 	uint64_t created_realtime_ns;
 	uint64_t reserved[4];	// 0
@@ -45,6 +46,9 @@ struct FileHeader {
 	uint32_t header_crc;	// crc32c of all bytes before this field
 } __attribute__((packed));
 static_assert(sizeof(FileHeader) == 152);
+
+// FileHeader.flags (version 2).
+inline constexpr uint32_t kSegFBase = 1u << 0;	// a compacted base: a full image written by compaction
 
 // Starts every record, at a 4096-aligned file offset.
 struct RecordHeader {
@@ -71,12 +75,18 @@ static_assert(sizeof(LayoutBlock) == 272);
 
 // PAGES payload: count x PageIndexEntry (payload_crc covers exactly these
 // count*16 bytes), zero padding up to the next 4096 boundary of the file,
-// then count x 4096 bytes of page data in index order.
+// then one 4096-byte data slot per non-ZERO entry, in index order.
+// Version 1 had a u32 block_id (always < 64), so its bytes read as
+// block_id + flags 0 here.
 struct PageIndexEntry {
-	uint32_t block_id;	// index into RAM_LAYOUT
-	uint32_t page_crc;	// crc32c of the 4096 data bytes
+	uint16_t block_id;	// index into RAM_LAYOUT
+	uint16_t flags;		// kPageFZero; 0 in version 1
+	uint32_t page_crc;	// crc32c of the 4096 data bytes; 0 for a ZERO entry
 	uint64_t offset;	// byte offset inside the block, multiple of kPageSize
 } __attribute__((packed));
+// The page is all zero now: no data slot (delta segments only; a full or
+// base segment simply omits zero pages).
+inline constexpr uint16_t kPageFZero = 1u << 0;
 static_assert(sizeof(PageIndexEntry) == 16);
 
 // COMMIT payload (payload_crc covers it). Written last, after every byte
@@ -86,14 +96,15 @@ struct CommitPayload {
 	uint64_t parent_epoch;
 	uint64_t epoch_flags;	// SLS_EPOCH_F_* as received
 	uint64_t nr_records;	// records before COMMIT
-	uint64_t nr_pages;
-	uint64_t page_bytes;	// nr_pages * 4096
+	uint64_t nr_pages;	// index entries in all PAGES records (data + ZERO)
+	uint64_t page_bytes;	// (nr_pages - nr_zero_pages) * 4096: data stored
 	uint64_t devstate_bytes;
 	uint64_t commit_offset;	// file offset of the COMMIT record == bytes before it
 	uint64_t capture_realtime_ns;
 	uint64_t stop_ns;
 	uint64_t commit_realtime_ns;
-	uint64_t reserved[5];	// 0
+	uint64_t nr_zero_pages;	// ZERO entries among nr_pages (0 in version 1)
+	uint64_t reserved[4];	// 0
 } __attribute__((packed));
 static_assert(sizeof(CommitPayload) == 128);
 
@@ -104,7 +115,9 @@ constexpr uint64_t pages_data_offset(uint64_t n)
 {
 	return align_up(sizeof(RecordHeader) + n * sizeof(PageIndexEntry), kAlign) - sizeof(RecordHeader);
 }
-constexpr uint64_t pages_payload_length(uint64_t n) { return pages_data_offset(n) + n * kPageSize; }
+// ... with n index entries of which `data` carry a data slot.
+constexpr uint64_t pages_payload_length(uint64_t n, uint64_t data) { return pages_data_offset(n) + data * kPageSize; }
+constexpr uint64_t pages_payload_length(uint64_t n) { return pages_payload_length(n, n); }
 // Bytes a record with this payload occupies in the file.
 constexpr uint64_t record_span(uint64_t payload_length)
 {

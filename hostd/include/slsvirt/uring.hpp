@@ -31,7 +31,15 @@ private:
 
 // What a submission was, carried in its user_data (kind in the top byte,
 // slot in the low 32 bits); the slot holds the record number and offsets.
-enum class UringOpKind : uint8_t { write = 1, fdatasync = 2 };
+enum class UringOpKind : uint8_t { write = 1, fdatasync = 2, fsync_other = 3 };
+
+// Test/fault hooks of a UringFileWriter.
+struct UringFaults {
+	int write_error = 0;		// the next completed write fails with this -errno
+	bool short_writes = false;	// every write is first submitted at about half its length
+	unsigned short_align = 1;	// ... rounded down to this (O_DIRECT: 4096)
+	int fdatasync_error = 0;	// the next fdatasync fails with this -errno
+};
 
 class UringFileWriter {
 public:
@@ -45,16 +53,24 @@ public:
 	[[nodiscard]] Status write(const void *buf, size_t len, uint64_t off, uint32_t record);
 	// Waits for every queued write; the first failure is returned.
 	[[nodiscard]] Status drain();
-	// drain(), then fdatasync through the ring.
-	[[nodiscard]] Status fdatasync();
+	// Durability barrier for everything queued so far: queues an fdatasync
+	// (IOSQE_IO_DRAIN, so it starts after every earlier submission), plus an
+	// fsync of other_fd (e.g. the directory) if >= 0, submits them with the
+	// queued writes in one io_uring_enter and waits for all. A write resumed
+	// after the barrier was queued (short write) gets a second fdatasync.
+	[[nodiscard]] Status fdatasync(int other_fd = -1);
 	// Test/fault hook: the next completed write of this writer fails with err.
-	void inject_error(int neg_errno) { injected_ = neg_errno; }
+	void inject_error(int neg_errno) { faults_.write_error = neg_errno; }
+	void inject(const UringFaults &f) { faults_ = f; }
 
 	uint64_t bytes_written() const { return bytes_written_; }
+	uint64_t short_writes() const { return short_writes_; }	// completions that were short
+	uint64_t submits() const { return submits_; }		// io_uring_enter calls
 
 private:
 	struct Op {
 		UringOpKind kind;
+		int fd;
 		const unsigned char *buf;
 		size_t len;
 		size_t done;
@@ -62,7 +78,8 @@ private:
 		uint32_t record;
 		bool busy;
 	};
-	[[nodiscard]] Status submit_op(uint32_t slot);
+	[[nodiscard]] Status submit_op(uint32_t slot, bool drain = false);
+	[[nodiscard]] Status submit_now();
 	[[nodiscard]] Status reap(unsigned min_complete);
 	[[nodiscard]] Status handle_cqe(const io_uring_cqe *cqe);
 	uint32_t alloc_slot();
@@ -75,7 +92,10 @@ private:
 	unsigned in_flight_ = 0;
 	unsigned unsubmitted_ = 0;
 	uint64_t bytes_written_ = 0;
-	int injected_ = 0;
+	UringFaults faults_;
+	uint64_t short_writes_ = 0, submits_ = 0;
+	unsigned barriers_in_flight_ = 0;
+	bool resumed_behind_barrier_ = false;
 	Status first_error_;
 };
 

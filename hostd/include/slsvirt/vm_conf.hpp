@@ -17,6 +17,7 @@ struct VmConf {
 	std::string mem = "256M";
 	unsigned smp = 1;
 	std::vector<std::string> extra_args;
+	unsigned period_ms = 0;	// checkpoint period given to the device (0 = on request only)
 };
 
 inline constexpr unsigned kVmConfVersion = 1;

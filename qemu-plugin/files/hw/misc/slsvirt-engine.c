@@ -8,8 +8,16 @@
  * Protocol: include/slsvirt/proto.h. One capture is in flight at a time;
  * persist requests that arrive meanwhile are coalesced into the next one.
  *
- * This is the full-copy engine: every capture copies all of guest RAM into a
- * staging memfd shared with hostd. Incremental epochs build on it.
+ * The first capture after attaching to a store (or after a restore, or a
+ * failed epoch) is FULL: all of RAM is copied into the staging memfd shared
+ * with hostd. Every later capture is a DELTA: the engine is its own dirty-
+ * tracking client (global dirty log reason GLOBAL_DIRTY_SLS; it harvests
+ * QEMU's DIRTY_MEMORY_MIGRATION bitmap, so migration is blocked while it
+ * runs) and copies only the pages written since the previous capture.
+ * With period-ms set, a timer requests a capture every period; a tick that
+ * finds an epoch in flight leaves one request pending, so under a slow disk
+ * epochs run back to back and the period stretches by itself, with staging
+ * memory bounded to one capture.
  *
  * Copyright (c) 2026 The slsvirt authors
  *
@@ -31,6 +39,9 @@
 #include "qapi/qapi-commands-slsvirt.h"
 #include "qom/object.h"
 #include "exec/cpu-common.h"
+#include "exec/memory.h"
+#include "exec/ram_addr.h"
+#include "migration/blocker.h"
 #include "system/cpu-timers.h"
 #include "system/cpus.h"
 #include "system/runstate.h"
@@ -223,6 +234,8 @@ static void slsvirt_fail_epochs(SlsvirtState *s)
         changed = true;
     }
     if (changed) {
+        /* What the lost epoch carried is in no store: start over. */
+        e->need_full = true;
         trace_slsvirt_epoch_failed(s->failed_epoch);
         slsvirt_epoch_notify(s);
     }
@@ -241,6 +254,7 @@ static void slsvirt_detach(SlsvirtState *s, Error *err)
         close(e->sock);
         e->sock = -1;
     }
+    e->need_full = true;
     slsvirt_fail_epochs(s);
 }
 
@@ -263,6 +277,8 @@ static int slsvirt_add_block(RAMBlock *rb, void *opaque)
     b->rb = rb;
     b->length = ROUND_UP(qemu_ram_get_max_length(rb), SLS_PAGE_SIZE);
     b->staging_offset = e->staging_size;
+    g_free(b->dirty);
+    b->dirty = bitmap_new(b->length / SLS_PAGE_SIZE);
     e->staging_size += b->length;
     return 0;
 }
@@ -274,6 +290,7 @@ static bool slsvirt_layout(SlsvirtState *s, Error **errp)
 
     e->nr_blocks = 0;
     e->staging_size = 0;
+    e->need_full = true;
     if (qemu_ram_foreach_block(slsvirt_add_block, s)) {
         error_setg(errp, "slsvirt: more than %d RAM blocks or an idstr too "
                    "long", SLS_MAX_RAM_BLOCKS);
@@ -423,18 +440,128 @@ static uint8_t *slsvirt_save_devices(size_t *len, Error **errp)
     return data;
 }
 
+static bool slsvirt_tracking_start(SlsvirtState *s, Error **errp)
+{
+    SlsvirtEngine *e = &s->engine;
+
+    if (e->tracking) {
+        return true;
+    }
+    if (!e->migration_blocker) {
+        error_setg(&e->migration_blocker, "slsvirt-pci: continuous "
+                   "checkpointing owns the dirty log while a store is "
+                   "attached");
+        if (migrate_add_blocker(&e->migration_blocker, errp) < 0) {
+            return false;
+        }
+    }
+    if (!memory_global_dirty_log_start(GLOBAL_DIRTY_SLS, errp)) {
+        return false;
+    }
+    e->tracking = true;
+    return true;
+}
+
+static void slsvirt_tracking_stop(SlsvirtState *s)
+{
+    SlsvirtEngine *e = &s->engine;
+
+    if (e->tracking) {
+        memory_global_dirty_log_stop(GLOBAL_DIRTY_SLS);
+        e->tracking = false;
+    }
+    if (e->migration_blocker) {
+        migrate_del_blocker(&e->migration_blocker);
+    }
+}
+
+/*
+ * Move the pages written since the last harvest from QEMU's dirty memory
+ * into b->dirty, clearing them there and re-arming write tracking (TCG's
+ * TLB, KVM's dirty log). Modelled on cpu_physical_memory_sync_dirty_bitmap():
+ * whole words are taken with one atomic exchange each; a block whose pages
+ * do not start on a word boundary, and a tail that shares its word with
+ * the next block, go page by page. Returns the number of pages.
+ */
+static uint64_t slsvirt_harvest_block(SlsvirtRamBlock *b)
+{
+    RAMBlock *rb = b->rb;
+    ram_addr_t base = qemu_ram_get_offset(rb);
+    ram_addr_t length = qemu_ram_get_used_length(rb);
+    unsigned long first = base >> TARGET_PAGE_BITS;
+    unsigned long npages = length >> TARGET_PAGE_BITS;
+    unsigned long words = 0, page, k;
+    uint64_t num = 0;
+
+    if (!(first % BITS_PER_LONG)) {
+        unsigned long * const *src;
+        unsigned long idx = first / DIRTY_MEMORY_BLOCK_SIZE;
+        unsigned long offset = BIT_WORD(first % DIRTY_MEMORY_BLOCK_SIZE);
+
+        words = npages / BITS_PER_LONG;
+        src = qatomic_rcu_read(
+                &ram_list.dirty_memory[DIRTY_MEMORY_MIGRATION])->blocks;
+        for (k = 0; k < words; k++) {
+            if (src[idx][offset]) {
+                unsigned long bits = qatomic_xchg(&src[idx][offset], 0);
+
+                b->dirty[k] |= bits;
+                num += ctpopl(bits);
+            }
+            if (++offset >= BITS_TO_LONGS(DIRTY_MEMORY_BLOCK_SIZE)) {
+                offset = 0;
+                idx++;
+            }
+        }
+        if (num) {
+            cpu_physical_memory_dirty_bits_cleared(base,
+                    (ram_addr_t)words * BITS_PER_LONG << TARGET_PAGE_BITS);
+        }
+        if (words) {
+            memory_region_clear_dirty_bitmap(rb->mr, 0,
+                    (hwaddr)words * BITS_PER_LONG << TARGET_PAGE_BITS);
+        }
+    }
+    for (page = words * BITS_PER_LONG; page < npages; page++) {
+        if (cpu_physical_memory_test_and_clear_dirty(
+                base + ((ram_addr_t)page << TARGET_PAGE_BITS),
+                TARGET_PAGE_SIZE, DIRTY_MEMORY_MIGRATION)) {
+            set_bit(page, b->dirty);
+            num++;
+        }
+    }
+    return num;
+}
+
+static void slsvirt_record_stop(SlsvirtEngine *e, uint64_t stop_ns)
+{
+    unsigned bucket = 0;
+    uint64_t us = stop_ns / 1000;
+
+    e->last_stop_ns = stop_ns;
+    e->max_stop_ns = MAX(e->max_stop_ns, stop_ns);
+    e->total_stop_ns += stop_ns;
+    e->stop_ring[e->nr_stops++ % SLSVIRT_STOP_RING] = stop_ns;
+    while (bucket < SLSVIRT_HIST_BUCKETS && us >= (1ull << bucket)) {
+        bucket++;
+    }
+    e->stop_hist[bucket]++;
+}
+
 static void slsvirt_capture_bh(void *opaque)
 {
     SlsvirtState *s = opaque;
     SlsvirtEngine *e = &s->engine;
     Error *err = NULL;
     g_autofree uint8_t *devstate = NULL;
+    g_autofree uint64_t *pages = NULL;
     g_autofree uint8_t *msg = NULL;
     struct sls_msg_epoch *ep;
-    size_t devstate_len = 0;
+    size_t devstate_len = 0, msg_len;
+    uint64_t epoch, nr_pages = 0, dirty = 0;
     int64_t t0, stop_ns;
-    uint64_t epoch;
-    bool ticking;
+    int64_t t_paused, t_harvested = 0, t_copied = 0, t_saved = 0;
+    bool ticking, full;
     unsigned i;
 
     if (e->inflight_epoch || !e->request_pending) {
@@ -450,6 +577,7 @@ static void slsvirt_capture_bh(void *opaque)
 
     t0 = get_clock();
     pause_all_vcpus();
+    t_paused = get_clock();
     /*
      * Freeze guest time for the pause, as vm_stop() would: the saved "timer"
      * section then holds absolute guest clock values (what a restore into a
@@ -459,24 +587,69 @@ static void slsvirt_capture_bh(void *opaque)
     if (ticking) {
         cpu_disable_ticks();
     }
-    for (i = 0; i < e->nr_blocks; i++) {
-        SlsvirtRamBlock *b = &e->blocks[i];
 
-        memcpy(e->staging + b->staging_offset,
-               qemu_ram_get_host_addr(b->rb),
-               qemu_ram_get_max_length(b->rb));
+    full = e->need_full || !e->tracking;
+    if (!slsvirt_tracking_start(s, &err)) {
+        goto resume;
     }
+    memory_global_dirty_log_sync(false);
+    WITH_RCU_READ_LOCK_GUARD() {
+        for (i = 0; i < e->nr_blocks; i++) {
+            dirty += slsvirt_harvest_block(&e->blocks[i]);
+        }
+    }
+    memory_global_after_dirty_log_sync();
+    t_harvested = get_clock();
+
+    if (full) {
+        for (i = 0; i < e->nr_blocks; i++) {
+            SlsvirtRamBlock *b = &e->blocks[i];
+
+            memcpy(e->staging + b->staging_offset,
+                   qemu_ram_get_host_addr(b->rb),
+                   qemu_ram_get_max_length(b->rb));
+            bitmap_zero(b->dirty, b->length / SLS_PAGE_SIZE);
+        }
+    } else {
+        pages = g_new(uint64_t, MAX(dirty, 1));
+        for (i = 0; i < e->nr_blocks; i++) {
+            SlsvirtRamBlock *b = &e->blocks[i];
+            unsigned long n = b->length / SLS_PAGE_SIZE;
+            uint8_t *host = qemu_ram_get_host_addr(b->rb);
+            unsigned long p;
+
+            for (p = find_first_bit(b->dirty, n); p < n;
+                 p = find_next_bit(b->dirty, n, p + 1)) {
+                uint64_t off = (uint64_t)p * SLS_PAGE_SIZE;
+
+                if (nr_pages == dirty) {
+                    /* harvested bits are the only source: cannot happen */
+                    error_setg(&err, "slsvirt: dirty page count changed "
+                               "during capture");
+                    goto resume;
+                }
+                memcpy(e->staging + b->staging_offset + off, host + off,
+                       SLS_PAGE_SIZE);
+                pages[nr_pages++] = cpu_to_le64((b->staging_offset + off) /
+                                                SLS_PAGE_SIZE);
+            }
+            bitmap_zero(b->dirty, n);
+        }
+    }
+    t_copied = get_clock();
     devstate = slsvirt_save_devices(&devstate_len, &err);
+    t_saved = get_clock();
+
+resume:
     if (ticking) {
         cpu_enable_ticks();
     }
     resume_all_vcpus();
     stop_ns = get_clock() - t0;
-
-    e->last_stop_ns = stop_ns;
-    e->max_stop_ns = MAX(e->max_stop_ns, (uint64_t)stop_ns);
-    e->total_stop_ns += stop_ns;
-    trace_slsvirt_captured(epoch, stop_ns, devstate_len);
+    slsvirt_record_stop(e, stop_ns);
+    trace_slsvirt_captured(epoch, full, nr_pages, stop_ns, t_paused - t0,
+                           t_harvested - t_paused, t_copied - t_harvested,
+                           t_saved - t_copied, devstate_len);
 
     if (!devstate) {
         e->inflight_epoch = epoch;
@@ -487,20 +660,84 @@ static void slsvirt_capture_bh(void *opaque)
         return;
     }
 
-    msg = g_malloc0(sizeof(*ep) + devstate_len);
+    msg_len = sizeof(*ep) + devstate_len + nr_pages * sizeof(uint64_t);
+    if (msg_len > SLS_PROTO_MAX_PAYLOAD) {
+        /* Only a guest of tens of GiB dirtying most of it gets here; the
+         * next capture is FULL and lists no pages. */
+        e->inflight_epoch = epoch;
+        slsvirt_set_error(e, "epoch %" PRIu64 ": %" PRIu64 " dirty pages do "
+                          "not fit one message", epoch, nr_pages);
+        slsvirt_fail_epochs(s);
+        return;
+    }
+    msg = g_malloc0(msg_len);
     ep = (struct sls_msg_epoch *)msg;
     ep->epoch = cpu_to_le64(epoch);
     ep->parent_epoch = cpu_to_le64(e->parent_epoch);
-    ep->flags = cpu_to_le64(SLS_EPOCH_F_FULL);
+    ep->flags = cpu_to_le64(full ? SLS_EPOCH_F_FULL : 0);
     ep->capture_realtime_ns = cpu_to_le64(get_clock_realtime());
     ep->stop_ns = cpu_to_le64(stop_ns);
     ep->devstate_len = cpu_to_le32(devstate_len);
+    ep->nr_pages = cpu_to_le32(nr_pages);
     memcpy(ep + 1, devstate, devstate_len);
+    if (nr_pages) {
+        memcpy((uint8_t *)(ep + 1) + devstate_len, pages,
+               nr_pages * sizeof(uint64_t));
+    }
 
+    e->need_full = false;
+    e->last_epoch_pages = full ? e->staging_size / SLS_PAGE_SIZE : nr_pages;
+    e->epochs_full += full;
     e->inflight_epoch = epoch;
-    if (!slsvirt_send(s, SLS_MSG_EPOCH, msg, sizeof(*ep) + devstate_len, -1,
-                      &err)) {
+    if (!slsvirt_send(s, SLS_MSG_EPOCH, msg, msg_len, -1, &err)) {
         slsvirt_detach(s, err);
+    }
+}
+
+static void slsvirt_period_tick(void *opaque)
+{
+    SlsvirtState *s = opaque;
+    SlsvirtEngine *e = &s->engine;
+    int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+
+    if (!s->period_ms) {
+        return;
+    }
+    timer_mod(e->period_timer, now + s->period_ms);
+    /* A VM that has not started (e.g. waiting for sls-restore) or is
+     * stopped changes nothing worth an epoch. */
+    if (!runstate_is_running()) {
+        return;
+    }
+    if (e->sock < 0) {
+        if (!timer_pending(e->reconnect_timer)) {
+            timer_mod(e->reconnect_timer,
+                      MAX(qemu_clock_get_ns(QEMU_CLOCK_REALTIME),
+                          e->last_connect_ns + SLSVIRT_RECONNECT_NS));
+        }
+        return;
+    }
+    if (e->request_pending) {
+        /* Back-pressure: one capture in flight, one queued behind it. */
+        e->ticks_skipped++;
+        return;
+    }
+    e->request_pending = true;
+    if (!e->inflight_epoch) {
+        qemu_bh_schedule(e->capture_bh);
+    }
+}
+
+void slsvirt_engine_set_period(SlsvirtState *s, uint32_t period_ms)
+{
+    SlsvirtEngine *e = &s->engine;
+
+    s->period_ms = period_ms;
+    if (period_ms) {
+        timer_mod(e->period_timer,
+                  qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + period_ms);
+    } else {
+        timer_del(e->period_timer);
     }
 }
 
@@ -571,9 +808,14 @@ static void slsvirt_readable(void *opaque)
         e->parent_epoch = epoch;
         e->epochs_committed++;
         e->last_epoch_bytes = le64_to_cpu(ack.bytes_written);
+        e->ack_ring[e->nr_acks++ % SLSVIRT_ACK_RING] = (SlsvirtAck) {
+            .when_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME),
+            .bytes = e->last_epoch_bytes,
+        };
     } else {
         s->failed_epoch = MAX(s->failed_epoch, epoch);
         e->epochs_failed++;
+        e->need_full = true;
         slsvirt_set_error(e, "epoch %" PRIu64 " failed in hostd: %s (%d)",
                           epoch, ack.message, status);
     }
@@ -678,6 +920,7 @@ static uint64_t slsvirt_engine_restore(SlsvirtState *s, uint64_t epoch,
      * the VM runs. */
     s->durable_epoch = restored;
     e->parent_epoch = restored;
+    e->need_full = true;
     e->next_epoch = MAX(e->next_epoch, restored + 1);
     e->notify_on_run = true;
     trace_slsvirt_restored(restored, devstate_len);
@@ -706,11 +949,15 @@ static void slsvirt_machine_ready(Notifier *n, void *data)
                                                             NULL));
     Error *err = NULL;
 
-    if (s && !slsvirt_connect(s, &err)) {
+    if (!s) {
+        return;
+    }
+    if (!slsvirt_connect(s, &err)) {
         slsvirt_set_error(&s->engine, "%s (checkpoints unavailable until "
                           "hostd answers)", error_get_pretty(err));
         error_free(err);
     }
+    slsvirt_engine_set_period(s, s->period_ms);
 }
 
 void slsvirt_engine_init(SlsvirtState *s)
@@ -726,6 +973,7 @@ void slsvirt_engine_init(SlsvirtState *s)
     e->capture_bh = qemu_bh_new(slsvirt_capture_bh, s);
     e->reconnect_timer = timer_new_ns(QEMU_CLOCK_REALTIME, slsvirt_reconnect,
                                       s);
+    e->period_timer = timer_new_ms(QEMU_CLOCK_REALTIME, slsvirt_period_tick, s);
     slsvirt_vmse = qemu_add_vm_change_state_handler(slsvirt_vm_state_change,
                                                     s);
     /* RAM blocks (ROMs, ACPI tables) keep appearing until the machine is
@@ -745,7 +993,12 @@ void slsvirt_engine_cleanup(SlsvirtState *s)
         close(e->sock);
         e->sock = -1;
     }
+    slsvirt_tracking_stop(s);
     timer_free(e->reconnect_timer);
+    timer_free(e->period_timer);
+    for (unsigned i = 0; i < e->nr_blocks; i++) {
+        g_free(e->blocks[i].dirty);
+    }
     qemu_bh_delete(e->capture_bh);
     if (e->staging) {
         qemu_memfd_free(e->staging, e->staging_size, e->staging_fd);
@@ -804,11 +1057,82 @@ SlsCheckpoint *qmp_sls_restore(bool has_epoch, uint64_t epoch, Error **errp)
     return ret;
 }
 
+void qmp_sls_start(uint32_t period_ms, Error **errp)
+{
+    SlsvirtState *s = slsvirt_find(errp);
+
+    if (!s) {
+        return;
+    }
+    if (!period_ms || period_ms > SLSVIRT_MAX_PERIOD_MS) {
+        error_setg(errp, "period-ms must be 1..%d", SLSVIRT_MAX_PERIOD_MS);
+        return;
+    }
+    if (!slsvirt_connect(s, errp)) {
+        return;
+    }
+    slsvirt_engine_set_period(s, period_ms);
+}
+
+void qmp_sls_stop(Error **errp)
+{
+    SlsvirtState *s = slsvirt_find(errp);
+
+    if (s) {
+        slsvirt_engine_set_period(s, 0);
+    }
+}
+
+static int slsvirt_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Stop-time percentiles over the last SLSVIRT_STOP_RING captures. */
+static void slsvirt_stop_percentiles(SlsvirtEngine *e, SlsInfo *info)
+{
+    size_t n = MIN(e->nr_stops, SLSVIRT_STOP_RING);
+    g_autofree uint64_t *v = NULL;
+
+    if (!n) {
+        return;
+    }
+    v = g_memdup2(e->stop_ring, n * sizeof(uint64_t));
+    qsort(v, n, sizeof(uint64_t), slsvirt_cmp_u64);
+    info->stop_p50_ns = v[(n - 1) / 2];
+    info->stop_p99_ns = v[(n - 1) * 99 / 100];
+}
+
+/* Epochs and bytes made durable during the last second. */
+static void slsvirt_rates(SlsvirtEngine *e, SlsInfo *info)
+{
+    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    size_t n = MIN(e->nr_acks, SLSVIRT_ACK_RING), i;
+    uint64_t epochs = 0, bytes = 0;
+
+    for (i = 0; i < n; i++) {
+        const SlsvirtAck *a = &e->ack_ring[(e->nr_acks - 1 - i) %
+                                           SLSVIRT_ACK_RING];
+
+        if (now - a->when_ns > NANOSECONDS_PER_SECOND) {
+            break;
+        }
+        epochs++;
+        bytes += a->bytes;
+    }
+    info->epochs_per_s = epochs;
+    info->write_bandwidth = bytes;
+}
+
 SlsInfo *qmp_query_sls(Error **errp)
 {
     SlsvirtState *s = slsvirt_find(errp);
     SlsvirtEngine *e;
     SlsInfo *info;
+    SlsHistogramBucketList **tail;
+    unsigned i;
 
     if (!s) {
         return NULL;
@@ -830,5 +1154,25 @@ SlsInfo *qmp_query_sls(Error **errp)
     info->last_epoch_bytes = e->last_epoch_bytes;
     info->bad_accesses = s->bad_accesses;
     info->last_error = g_strdup(e->last_error ? e->last_error : "");
+    info->period_ms = s->period_ms;
+    info->tracking = e->tracking;
+    info->epochs_full = e->epochs_full;
+    info->ticks_skipped = e->ticks_skipped;
+    info->last_epoch_pages = e->last_epoch_pages;
+    info->backlog = (e->inflight_epoch != 0) + e->request_pending;
+    slsvirt_stop_percentiles(e, info);
+    slsvirt_rates(e, info);
+    tail = &info->stop_histogram;
+    for (i = 0; i <= SLSVIRT_HIST_BUCKETS; i++) {
+        SlsHistogramBucket *b;
+
+        if (!e->stop_hist[i]) {
+            continue;
+        }
+        b = g_new0(SlsHistogramBucket, 1);
+        b->le_us = i < SLSVIRT_HIST_BUCKETS ? (1ull << i) : UINT64_MAX;
+        b->count = e->stop_hist[i];
+        QAPI_LIST_APPEND(tail, b);
+    }
     return info;
 }

@@ -166,6 +166,11 @@ static void slsvirt_realize(PCIDevice *pdev, Error **errp)
                    SLS_NAME_LEN);
         return;
     }
+    if (s->period_ms > SLSVIRT_MAX_PERIOD_MS) {
+        error_setg(errp, "slsvirt-pci: 'period-ms' must be 0 (on request "
+                   "only) or at most %d", SLSVIRT_MAX_PERIOD_MS);
+        return;
+    }
     if (!s->socket_path || !*s->socket_path) {
         error_setg(errp, "slsvirt-pci: property 'socket' (hostd socket) "
                    "is required");
@@ -223,6 +228,7 @@ static const VMStateDescription vmstate_slsvirt = {
 static const Property slsvirt_properties[] = {
     DEFINE_PROP_STRING("vm", SlsvirtState, vm_name),
     DEFINE_PROP_STRING("socket", SlsvirtState, socket_path),
+    DEFINE_PROP_UINT32("period-ms", SlsvirtState, period_ms, 0),
 };
 
 static void slsvirt_class_init(ObjectClass *klass, void *data)

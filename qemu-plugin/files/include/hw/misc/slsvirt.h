@@ -20,7 +20,19 @@ typedef struct SlsvirtRamBlock {
     RAMBlock *rb;
     uint64_t length;            /* bytes captured: the block's max_length */
     uint64_t staging_offset;
+    unsigned long *dirty;       /* pages written since the last capture */
 } SlsvirtRamBlock;
+
+#define SLSVIRT_STOP_RING       4096    /* stop times kept for percentiles */
+#define SLSVIRT_HIST_BUCKETS    24      /* stop-time histogram, log2 of us */
+#define SLSVIRT_ACK_RING        1024    /* recent acks, for rates */
+#define SLSVIRT_MAX_PERIOD_MS   1000    /* back-pressure never stretches
+                                         * the period beyond this */
+
+typedef struct SlsvirtAck {
+    int64_t when_ns;            /* QEMU_CLOCK_REALTIME */
+    uint64_t bytes;
+} SlsvirtAck;
 
 /* Engine state: host-side only, never migrated. Owned by the main loop (BQL). */
 typedef struct SlsvirtEngine {
@@ -36,6 +48,11 @@ typedef struct SlsvirtEngine {
     uint64_t inflight_epoch;    /* captured, waiting for hostd; 0 = none */
     uint64_t parent_epoch;      /* newest epoch this VM's state descends from */
     bool request_pending;       /* a persist request waits for a capture */
+    bool need_full;             /* next capture copies every page */
+    bool tracking;              /* our dirty tracking is on */
+    Error *migration_blocker;
+    QEMUTimer *period_timer;
+    uint32_t effective_period_ms;
     bool notify_on_run;         /* raise the epoch vector when the VM runs */
     QEMUBH *capture_bh;
     QEMUTimer *reconnect_timer;
@@ -48,6 +65,14 @@ typedef struct SlsvirtEngine {
     uint64_t max_stop_ns;
     uint64_t total_stop_ns;
     uint64_t last_epoch_bytes;
+    uint64_t last_epoch_pages;
+    uint64_t epochs_full;
+    uint64_t ticks_skipped;
+    uint64_t stop_ring[SLSVIRT_STOP_RING];
+    uint64_t nr_stops;
+    uint64_t stop_hist[SLSVIRT_HIST_BUCKETS + 1];
+    SlsvirtAck ack_ring[SLSVIRT_ACK_RING];
+    uint64_t nr_acks;
     char *last_error;
 } SlsvirtEngine;
 
@@ -58,6 +83,7 @@ struct SlsvirtState {
     /* properties */
     char *vm_name;
     char *socket_path;
+    uint32_t period_ms;         /* 0: checkpoints only on request */
 
     /* guest-visible registers (migrated) */
     uint32_t cmd_status;
@@ -77,6 +103,8 @@ bool slsvirt_engine_connected(SlsvirtState *s);
  * cover it, or 0 with @errp set when no store is attached. */
 uint64_t slsvirt_engine_request(SlsvirtState *s, bool try_connect,
                                 Error **errp);
+/* Start (period_ms > 0) or stop continuous checkpointing. */
+void slsvirt_engine_set_period(SlsvirtState *s, uint32_t period_ms);
 /* Called by the device when an epoch became durable or failed. */
 void slsvirt_epoch_notify(SlsvirtState *s);
 

@@ -1,0 +1,101 @@
+#include <time.h>
+
+#include <chrono>
+
+#include "slsvirt/compactor.hpp"
+#include "slsvirt/log.hpp"
+
+namespace slsvirt {
+
+Compactor::Compactor(const Store &store, RetentionPolicy policy, FaultPlan faults, unsigned interval_ms,
+		     std::string who)
+    : store_(store), policy_(policy), faults_(std::move(faults)), interval_ms_(interval_ms), who_(std::move(who))
+{
+}
+
+Compactor::~Compactor()
+{
+	{
+		std::lock_guard lk(mu_);
+		stop_ = true;
+	}
+	cv_.notify_all();
+	if (thread_.joinable())
+		thread_.join();
+}
+
+void Compactor::kick()
+{
+	{
+		std::lock_guard lk(mu_);
+		pending_ = true;
+		if (!thread_.joinable())
+			thread_ = std::thread([this] { loop(); });
+	}
+	cv_.notify_all();
+}
+
+void Compactor::wait_idle()
+{
+	std::unique_lock lk(mu_);
+	cv_.wait(lk, [&] { return stop_ || (!pending_ && !running_); });
+}
+
+void Compactor::loop()
+{
+	std::unique_lock lk(mu_);
+	for (;;) {
+		cv_.wait(lk, [&] { return stop_ || pending_; });
+		if (stop_)
+			return;
+		pending_ = false;
+		running_ = true;
+		lk.unlock();
+		run_once();
+		lk.lock();
+		running_ = false;
+		cv_.notify_all();
+		// Rate limit: a flood of epochs does not turn into a flood of passes.
+		cv_.wait_for(lk, std::chrono::milliseconds(interval_ms_), [&] { return stop_; });
+	}
+}
+
+void Compactor::run_once()
+{
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	auto views = store_.catalog(ScanDepth::structure);
+	if (!views) {
+		SLS_LOG_WARN("%s: retention: %s", who_.c_str(), views.message().c_str());
+		return;
+	}
+	RetentionPlan plan = plan_retention(*views, policy_);
+	if (!plan.oldest_retained)
+		return;
+	auto cs = store_.compact(plan, faults_, &store_lock_);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	const uint64_t ns = static_cast<uint64_t>((t1.tv_sec - t0.tv_sec) * 1000000000ll + (t1.tv_nsec - t0.tv_nsec));
+	passes_++;
+	last_pass_ns_ = ns;
+	if (ns > max_pass_ns_)
+		max_pass_ns_ = ns;
+	if (!cs) {
+		SLS_LOG_ERROR("%s: compaction: %s", who_.c_str(), cs.message().c_str());
+		return;
+	}
+	removed_ += cs->removed;
+	if (cs->epoch) {
+		bases_++;
+		SLS_LOG_INFO("%s: compacted epoch %llu into a base (%llu segments folded, %llu bytes, load_ms=%.1f "
+			     "write_ms=%.1f total_ms=%.1f), removed %llu segments",
+			     who_.c_str(), static_cast<unsigned long long>(cs->epoch),
+			     static_cast<unsigned long long>(cs->chain_len), static_cast<unsigned long long>(cs->base_bytes),
+			     cs->load_ns / 1e6, cs->write_ns / 1e6, cs->total_ns / 1e6,
+			     static_cast<unsigned long long>(cs->removed));
+	} else {
+		SLS_LOG_DEBUG("%s: retention removed %llu segments", who_.c_str(),
+			      static_cast<unsigned long long>(cs->removed));
+	}
+}
+
+} // namespace slsvirt
