@@ -46,7 +46,9 @@ void Compactor::loop()
 	std::unique_lock lk(mu_);
 	for (;;) {
 		cv_.wait(lk, [&] { return stop_ || pending_; });
-		if (stop_)
+		// On stop, a pass that was asked for still runs (its VM just
+		// disconnected; retention should not wait for the next connection).
+		if (!pending_)
 			return;
 		pending_ = false;
 		running_ = true;
@@ -56,7 +58,8 @@ void Compactor::loop()
 		running_ = false;
 		cv_.notify_all();
 		// Rate limit: a flood of epochs does not turn into a flood of passes.
-		cv_.wait_for(lk, std::chrono::milliseconds(interval_ms_), [&] { return stop_; });
+		if (!stop_)
+			cv_.wait_for(lk, std::chrono::milliseconds(interval_ms_), [&] { return stop_; });
 	}
 }
 

@@ -27,7 +27,7 @@ void on_signal(int)
 
 const char kUsage[] =
 	"usage: slsvirtd --socket PATH --store-root DIR [--retain N] [--compact-min N]\n"
-	"                [--compact-bytes-pct P] [--direct-io] [--daemonize]\n"
+	"                [--compact-bytes-pct P] [--no-direct-io] [--daemonize]\n"
 	"                [--pidfile FILE] [--log FILE] [--fault SPEC] [--verbose]\n"
 	"\n"
 	"Host daemon of slsvirt: accepts engine (QEMU) connections on PATH and\n"
@@ -38,7 +38,8 @@ const char kUsage[] =
 	"  --retain N        keep at least the newest N restorable epochs per VM (default 8)\n"
 	"  --compact-min N   fold older epochs into a base once >= N segments can go (default 64)\n"
 	"  --compact-bytes-pct P  ... and they hold >= P% of the chain root's bytes (default 100)\n"
-	"  --direct-io       write segments with O_DIRECT where the filesystem supports it\n"
+	"  --no-direct-io    buffered segment writes (default: O_DIRECT where the filesystem\n"
+	"                    supports it, else buffered)\n"
 	"  --daemonize       detach after the socket is listening\n"
 	"  --pidfile FILE    write the daemon's pid to FILE\n"
 	"  --log FILE        append log lines to FILE instead of stderr\n"
@@ -103,8 +104,8 @@ int main(int argc, char **argv)
 			detach = true;
 		} else if (a == "--verbose") {
 			verbose = true;
-		} else if (a == "--direct-io") {
-			cfg.direct_io = true;
+		} else if (a == "--direct-io" || a == "--no-direct-io") {
+			cfg.direct_io = a == "--direct-io";
 		} else if (a == "--compact-min" || a == "--compact-bytes-pct") {
 			if (!(v = value(a.c_str())))
 				return usage_error(a + " needs a value");

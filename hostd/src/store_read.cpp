@@ -660,10 +660,13 @@ RetentionPlan plan_retention(const std::vector<EpochView> &views, const Retentio
 	plan.remove = removable(needed(false));
 	if (oldest.seg.kind == SegmentKind::delta) {
 		std::vector<uint64_t> with_base = removable(needed(true));
+		// Bytes of the deltas the base would fold (not the root itself).
+		const uint64_t root = oldest.chain.front();
 		uint64_t bytes = 0;
 		for (uint64_t e : with_base)
-			bytes += by_epoch[e]->seg.file_size;
-		const uint64_t root_bytes = by_epoch[oldest.chain.front()]->seg.file_size;
+			if (e != root)
+				bytes += by_epoch[e]->seg.file_size;
+		const uint64_t root_bytes = by_epoch[root]->seg.file_size;
 		const size_t gain = with_base.size() - plan.remove.size();
 		if (gain > 0 && with_base.size() >= std::max(1u, policy.compact_min) &&
 		    bytes * 100 >= root_bytes * policy.compact_bytes_pct) {

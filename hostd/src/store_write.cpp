@@ -126,7 +126,7 @@ public:
 			SLS_TRY(flush());
 			SLS_TRY(w_.write(src, n, start_, recno_));
 			start_ += n;
-			return {};
+			return w_.submit();
 		}
 		auto p = take(n);
 		if (!p)
@@ -139,6 +139,8 @@ public:
 		if (len_) {
 			SLS_TRY(w_.write(cur_, len_, start_, recno_));
 			start_ += len_;
+			if (len_ >= kChunk)
+				SLS_TRY(w_.submit());	// a full chunk goes to the disk while we fill the next
 		}
 		cur_ = nullptr;
 		len_ = cap_ = 0;

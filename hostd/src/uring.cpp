@@ -201,6 +201,18 @@ Status UringFileWriter::write(const void *buf, size_t len, uint64_t off, uint32_
 	return s;
 }
 
+Status UringFileWriter::submit()
+{
+	if (!first_error_.ok())
+		return first_error_;
+	if (!unsubmitted_)
+		return {};
+	Status s = submit_now();
+	if (!s.ok())
+		first_error_ = s;
+	return s;
+}
+
 Status UringFileWriter::drain()
 {
 	while (in_flight_ > 0) {

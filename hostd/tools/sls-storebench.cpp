@@ -154,7 +154,8 @@ int main(int argc, char **argv)
 						      static_cast<long>((next - now) % 1000000000ull)};
 				nanosleep(&ts, nullptr);
 			} else if (now > next + period_ns) {
-				late++;
+				late++;	// a whole period behind: the writer cannot keep the rate
+				next = now;
 			}
 			next += period_ns;
 		}

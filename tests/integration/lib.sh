@@ -25,7 +25,8 @@ setup_integration() {
 	need_slsctl
 	need_image
 	make_tmp
-	trap 'kill_run_dir; cleanup' EXIT
+	# cleanup exits with the status it finds in $?: keep the test's own.
+	trap 'rc=$?; kill_run_dir; (exit $rc); cleanup' EXIT
 	export SLSVIRT_RUN_DIR=$RUN_DIR SLSVIRT_STORE_ROOT=$STORE SLSVIRT_QEMU=$QEMU
 	export SLSVIRT_KERNEL=$GUEST_DIR/vmlinuz SLSVIRT_INITRD=$GUEST_DIR/initramfs.cpio.gz
 	export SLSVIRT_HOSTD=$HOSTD

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -117,4 +118,58 @@ TEST_F(SlsctlTest, RestoreReportsIgnoredEpochsAndRefusesWithoutValid)
 	r = slsctl("restore vm --epoch 2" + opts);
 	EXPECT_EQ(r.status, 1);
 	EXPECT_NE(r.out.find("epoch 2 is corrupt"), std::string::npos) << r.out;
+}
+
+TEST_F(SlsctlTest, LsVerifyAndRestoreWithChains)
+{
+	// Epochs 1..3 full (SetUp), 4..6 deltas on 3.
+	std::vector<unsigned char> ram(64 * 4096);
+	test::fill_random(ram.data(), ram.size(), 9);
+	std::vector<RamBlockMem> blocks = {{"pc.ram", ram.size(), ram.data()}};
+	for (uint64_t e = 4; e <= 6; e++) {
+		std::vector<PageRef> pages = {{0, e * 4096}, {0, 40 * 4096}};
+		ASSERT_TRUE(store->write_delta_epoch({e, e - 1, 0, 1700000000000000000ull, 1000}, blocks, pages, {}).ok());
+	}
+	CmdResult r = slsctl("ls vm" + opts);
+	EXPECT_EQ(r.status, 0) << r.out;
+	EXPECT_NE(r.out.find("KIND"), std::string::npos) << r.out;
+	EXPECT_NE(r.out.find("RESTORABLE"), std::string::npos) << r.out;
+	EXPECT_NE(r.out.find("delta  5 "), std::string::npos) << r.out;	// epoch 6: delta, parent 5
+	EXPECT_NE(r.out.find("chain of 4 from epoch 3"), std::string::npos) << r.out;
+	r = slsctl("verify vm" + opts);
+	EXPECT_EQ(r.status, 0) << r.out;
+	EXPECT_NE(r.out.find("epoch 6: ok (delta, chain of 4 from epoch 3)"), std::string::npos) << r.out;
+	EXPECT_NE(r.out.find("newest restorable epoch: 6"), std::string::npos) << r.out;
+
+	// Corrupt a page of delta 5: 5 and 6 not restorable, with the reason; newest is 4.
+	auto b = test::read_file(store->segment_path(5));
+	b[b.size() - 4096 - 4096 - 1] ^= 1;	// last data page, before DEVSTATE and COMMIT
+	test::write_file(store->segment_path(5), b);
+	r = slsctl("verify vm" + opts);
+	EXPECT_EQ(r.status, 1) << r.out;
+	EXPECT_NE(r.out.find("epoch 5: corrupt"), std::string::npos) << r.out;
+	EXPECT_NE(r.out.find("epoch 6: not restorable: parent epoch 5 is not restorable"), std::string::npos) << r.out;
+	EXPECT_NE(r.out.find("newest restorable epoch: 4"), std::string::npos) << r.out;
+	r = slsctl("restore vm" + opts);	// no vm.conf: fails after the report
+	EXPECT_NE(r.out.find("restoring epoch 4 (delta"), std::string::npos) << r.out;
+	EXPECT_NE(r.out.find("epoch 6: not restorable: chain segment 5 is corrupt"), std::string::npos) << r.out;
+	r = slsctl("restore vm --epoch 6" + opts);
+	EXPECT_EQ(r.status, 1);
+	EXPECT_NE(r.out.find("epoch 6 is not restorable: chain segment 5"), std::string::npos) << r.out;
+	r = slsctl("restore vm --epoch 2" + opts);
+	EXPECT_NE(r.out.find("restoring epoch 2 (full"), std::string::npos) << r.out;
+
+	// A missing link shows in ls with its reason.
+	ASSERT_EQ(unlink(store->segment_path(4).c_str()), 0);
+	r = slsctl("ls vm" + opts);
+	EXPECT_NE(r.out.find("parent epoch 4 is missing"), std::string::npos) << r.out;
+}
+
+TEST_F(SlsctlTest, RunHelpListsPeriodMs)
+{
+	CmdResult r = slsctl("run --help");
+	EXPECT_NE(r.out.find("--period-ms"), std::string::npos) << r.out;
+	r = slsctl("run vm --period-ms x" + opts);
+	EXPECT_EQ(r.status, 1);
+	EXPECT_NE(r.out.find("--period-ms"), std::string::npos) << r.out;
 }

@@ -18,7 +18,7 @@ namespace slsvirt {
 class Compactor {
 public:
 	Compactor(const Store &store, RetentionPolicy policy, FaultPlan faults, unsigned interval_ms, std::string who);
-	~Compactor();	// waits for a running pass
+	~Compactor();	// runs a pending pass, waits for a running one
 	Compactor(const Compactor &) = delete;
 	Compactor &operator=(const Compactor &) = delete;
 

@@ -25,7 +25,7 @@ struct ServerConfig {
 	unsigned compact_min = 64;	// see RetentionPolicy
 	unsigned compact_bytes_pct = 100;
 	unsigned compact_interval_ms = 200;	// a VM's compactor looks at most this often
-	bool direct_io = false;		// O_DIRECT for segment writes where supported
+	bool direct_io = true;		// O_DIRECT for segment writes where supported (measured: faster)
 	FaultPlan faults;
 };
 

@@ -51,6 +51,9 @@ public:
 	// Queues a write of buf[0, len) at file offset off. buf must stay valid
 	// until drain() returns. `record` names the record for error messages.
 	[[nodiscard]] Status write(const void *buf, size_t len, uint64_t off, uint32_t record);
+	// Hands queued submissions to the kernel now (no wait), so IO overlaps
+	// with the caller's next CPU work.
+	[[nodiscard]] Status submit();
 	// Waits for every queued write; the first failure is returned.
 	[[nodiscard]] Status drain();
 	// Durability barrier for everything queued so far: queues an fdatasync

@@ -328,6 +328,7 @@ static bool slsvirt_connect(SlsvirtState *s, Error **errp)
         return true;
     }
     e->last_connect_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    e->busy = false;
     if (strlen(s->socket_path) >= sizeof(addr.sun_path)) {
         error_setg(errp, "slsvirt: socket path too long: %s", s->socket_path);
         return false;
@@ -378,6 +379,7 @@ static bool slsvirt_connect(SlsvirtState *s, Error **errp)
     }
     memcpy(&ack, reply, sizeof(ack));
     ack.message[sizeof(ack.message) - 1] = '\0';
+    e->busy = (int32_t)le32_to_cpu(ack.status) == -EBUSY;
     if (ack.status) {
         error_setg(errp, "slsvirt: hostd refused vm '%s': %s (%d)",
                    s->vm_name, ack.message, (int32_t)le32_to_cpu(ack.status));
@@ -395,12 +397,40 @@ fail:
     return false;
 }
 
+/*
+ * hostd serves one connection per VM. Right after this VM's previous QEMU
+ * died, hostd may still be finishing that process's epoch in flight and
+ * answer -EBUSY for a moment: wait for it (bounded) rather than run the
+ * restored VM without a store.
+ */
+#define SLSVIRT_BUSY_RETRY_MS    100
+#define SLSVIRT_BUSY_RETRIES     100
+
+static bool slsvirt_connect_wait(SlsvirtState *s, Error **errp)
+{
+    int tries;
+
+    for (tries = 0; ; tries++) {
+        Error *err = NULL;
+
+        if (slsvirt_connect(s, &err)) {
+            return true;
+        }
+        if (!s->engine.busy || tries == SLSVIRT_BUSY_RETRIES) {
+            error_propagate(errp, err);
+            return false;
+        }
+        error_free(err);
+        g_usleep(SLSVIRT_BUSY_RETRY_MS * 1000);
+    }
+}
+
 static void slsvirt_reconnect(void *opaque)
 {
     SlsvirtState *s = opaque;
     Error *err = NULL;
 
-    if (!slsvirt_connect(s, &err)) {
+    if (!slsvirt_connect_wait(s, &err)) {
         slsvirt_set_error(&s->engine, "%s", error_get_pretty(err));
         error_free(err);
     }
@@ -576,6 +606,13 @@ static void slsvirt_capture_bh(void *opaque)
     epoch = e->next_epoch++;
 
     t0 = get_clock();
+    if (e->last_capture_ns) {
+        int64_t gap = t0 - e->last_capture_ns;
+
+        e->interval_ewma_ns = e->interval_ewma_ns ?
+                              (7 * e->interval_ewma_ns + gap) / 8 : gap;
+    }
+    e->last_capture_ns = t0;
     pause_all_vcpus();
     t_paused = get_clock();
     /*
@@ -872,7 +909,7 @@ static uint64_t slsvirt_engine_restore(SlsvirtState *s, uint64_t epoch,
                    "QEMU with -S");
         return 0;
     }
-    if (!slsvirt_connect(s, errp)) {
+    if (!slsvirt_connect_wait(s, errp)) {
         return 0;
     }
     if (e->inflight_epoch || e->request_pending) {
@@ -943,21 +980,33 @@ static void slsvirt_vm_state_change(void *opaque, bool running,
     }
 }
 
-static void slsvirt_machine_ready(Notifier *n, void *data)
+static void slsvirt_attach_bh(void *opaque)
 {
-    SlsvirtState *s = SLSVIRT_PCI(object_resolve_path_type("", TYPE_SLSVIRT_PCI,
-                                                            NULL));
+    SlsvirtState *s = opaque;
     Error *err = NULL;
 
-    if (!s) {
-        return;
-    }
-    if (!slsvirt_connect(s, &err)) {
+    if (!slsvirt_connect_wait(s, &err)) {
         slsvirt_set_error(&s->engine, "%s (checkpoints unavailable until "
                           "hostd answers)", error_get_pretty(err));
         error_free(err);
     }
     slsvirt_engine_set_period(s, s->period_ms);
+}
+
+/*
+ * The machine's own init-done notifiers (pc_machine_done: ACPI tables and
+ * other ROM blocks) may run after ours, so the RAM layout is read only once
+ * they all have: from a bottom half. Every process of a VM -- first boot or
+ * restore, first connect or reconnect -- then sees the same set of blocks.
+ */
+static void slsvirt_machine_ready(Notifier *n, void *data)
+{
+    Object *obj = object_resolve_path_type("", TYPE_SLSVIRT_PCI, NULL);
+
+    if (obj) {
+        aio_bh_schedule_oneshot(qemu_get_aio_context(), slsvirt_attach_bh,
+                                SLSVIRT_PCI(obj));
+    }
 }
 
 void slsvirt_engine_init(SlsvirtState *s)
@@ -1155,6 +1204,7 @@ SlsInfo *qmp_query_sls(Error **errp)
     info->bad_accesses = s->bad_accesses;
     info->last_error = g_strdup(e->last_error ? e->last_error : "");
     info->period_ms = s->period_ms;
+    info->effective_period_ms = e->interval_ewma_ns / SCALE_MS;
     info->tracking = e->tracking;
     info->epochs_full = e->epochs_full;
     info->ticks_skipped = e->ticks_skipped;

@@ -57,6 +57,7 @@ typedef struct SlsvirtEngine {
     QEMUBH *capture_bh;
     QEMUTimer *reconnect_timer;
     int64_t last_connect_ns;
+    bool busy;                  /* hostd said -EBUSY to the last HELLO */
 
     /* statistics, reported by query-sls */
     uint64_t epochs_committed;
@@ -68,6 +69,8 @@ typedef struct SlsvirtEngine {
     uint64_t last_epoch_pages;
     uint64_t epochs_full;
     uint64_t ticks_skipped;
+    int64_t last_capture_ns;    /* get_clock() at the last capture */
+    int64_t interval_ewma_ns;   /* smoothed time between captures */
     uint64_t stop_ring[SLSVIRT_STOP_RING];
     uint64_t nr_stops;
     uint64_t stop_hist[SLSVIRT_HIST_BUCKETS + 1];
