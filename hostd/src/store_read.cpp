@@ -214,6 +214,8 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 	}
 	info.epoch = fh.epoch;
 	info.parent_epoch = fh.parent_epoch;
+	const bool has_content_crc = fh.format_version >= fmt::kFormatContentCrc;
+	uint32_t content_crc = crc32c(&fh, offsetof(fmt::FileHeader, header_crc));	// file header + record headers before COMMIT
 
 	uint64_t off = fmt::kAlign;
 	int recno = 0;
@@ -276,6 +278,8 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 			sc.corrupt(recno, off, "second RAM_LAYOUT record");
 			return;
 		}
+		if (h.type != fmt::kRecCommit)
+			content_crc = crc32c(&h, offsetof(fmt::RecordHeader, header_crc), content_crc);
 		// Type-specific length rules, all before reading any payload.
 		uint64_t checked_len = h.payload_length;	// bytes payload_crc covers
 		switch (h.type) {
@@ -426,13 +430,23 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 			    c.nr_records != static_cast<uint64_t>(recno - 1) || c.nr_pages != nr_pages ||
 			    c.nr_zero_pages != nr_zero || c.page_bytes != (nr_pages - nr_zero) * fmt::kPageSize ||
 			    c.commit_offset != off || c.devstate_bytes != info.devstate_bytes || !have_devstate ||
-			    !all_zero(c.reserved, sizeof(c.reserved))) {
+			    c.reserved32 != 0 || !all_zero(c.reserved, sizeof(c.reserved)) ||
+			    (!has_content_crc && c.content_crc != 0)) {
 				sc.corrupt(recno, off,
 					   "COMMIT does not match the records before it (commit says %llu records, "
 					   "%llu pages; found %d records, %llu pages)",
 					   static_cast<unsigned long long>(c.nr_records),
 					   static_cast<unsigned long long>(c.nr_pages), recno - 1,
 					   static_cast<unsigned long long>(nr_pages));
+				return;
+			}
+			// Version 3: data and COMMIT share one fdatasync, so the COMMIT
+			// must prove it belongs to exactly these records.
+			if (has_content_crc && c.content_crc != content_crc) {
+				sc.corrupt(recno, off,
+					   "COMMIT content crc mismatch (stored 0x%08x, computed 0x%08x over the file "
+					   "header and %d record headers)",
+					   c.content_crc, content_crc, recno - 1);
 				return;
 			}
 			if (size < off + fmt::kAlign) {
@@ -551,8 +565,15 @@ Result<std::vector<SegmentInfo>> Store::list(ScanDepth depth) const
 	::closedir(d);
 	std::sort(epochs.begin(), epochs.end());
 	std::vector<SegmentInfo> out;
-	for (uint64_t e : epochs)
-		out.push_back(scan(e, depth));
+	for (uint64_t e : epochs) {
+		SegmentInfo info = scan(e, depth);
+		struct stat st;
+		// Retention/compaction may delete a segment between readdir() and
+		// its scan: it left the store, it is not torn.
+		if (info.status != SegmentStatus::valid && ::stat(info.path.c_str(), &st) < 0 && errno == ENOENT)
+			continue;
+		out.push_back(std::move(info));
+	}
 	return out;
 }
 

@@ -75,6 +75,29 @@ void rewrite_record_header(std::vector<unsigned char> &b, uint64_t off, void (*e
 	memcpy(&b[off], &h, sizeof(h));
 }
 
+// Rewrites a segment (written by this build) as an older format version:
+// file header version, and COMMIT's content_crc (version 3 on) cleared.
+void downgrade_segment(const std::string &path, uint32_t version)
+{
+	auto b = test::read_file(path);
+	fmt::FileHeader fh;
+	memcpy(&fh, b.data(), sizeof(fh));
+	fh.format_version = version;
+	fh.header_crc = crc32c(&fh, offsetof(fmt::FileHeader, header_crc));
+	memcpy(b.data(), &fh, sizeof(fh));
+	uint64_t co = records_of(path).back().offset;
+	fmt::CommitPayload c;
+	memcpy(&c, &b[co + sizeof(fmt::RecordHeader)], sizeof(c));
+	c.content_crc = 0;
+	memcpy(&b[co + sizeof(fmt::RecordHeader)], &c, sizeof(c));
+	fmt::RecordHeader rh;
+	memcpy(&rh, &b[co], sizeof(rh));
+	rh.payload_crc = crc32c(&c, sizeof(c));
+	rh.header_crc = crc32c(&rh, offsetof(fmt::RecordHeader, header_crc));
+	memcpy(&b[co], &rh, sizeof(rh));
+	test::write_file(path, b);
+}
+
 class StoreTest : public ::testing::Test {
 protected:
 	void SetUp() override
@@ -209,13 +232,13 @@ TEST_F(StoreTest, BadFileMagicVersionAndHeaderCrc)
 	b = orig;
 	fmt::FileHeader fh;
 	memcpy(&fh, b.data(), sizeof(fh));
-	fh.format_version = 3;
+	fh.format_version = fmt::kFormatVersion + 1;
 	fh.header_crc = crc32c(&fh, offsetof(fmt::FileHeader, header_crc));
 	memcpy(b.data(), &fh, sizeof(fh));
 	test::write_file(p, b);
 	si = store->scan(2, ScanDepth::structure);
 	EXPECT_EQ(si.status, SegmentStatus::corrupt);
-	EXPECT_NE(si.detail.find("version 3"), std::string::npos) << si.detail;
+	EXPECT_NE(si.detail.find("version " + std::to_string(fmt::kFormatVersion + 1)), std::string::npos) << si.detail;
 
 	b = orig;
 	b[offsetof(fmt::FileHeader, vm_name) + 1] ^= 1;
@@ -857,17 +880,144 @@ TEST_F(ChainTest, Version1SegmentsStillRead)
 	// no flags, nr_zero_pages (then reserved) 0.
 	Guest g(50);
 	full(g, 1);
-	auto b = test::read_file(store->segment_path(1));
-	fmt::FileHeader fh;
-	memcpy(&fh, b.data(), sizeof(fh));
-	fh.format_version = 1;
-	fh.header_crc = crc32c(&fh, offsetof(fmt::FileHeader, header_crc));
-	memcpy(b.data(), &fh, sizeof(fh));
-	test::write_file(store->segment_path(1), b);
+	downgrade_segment(store->segment_path(1), 1);
 	SegmentInfo si = store->scan(1, ScanDepth::full);
 	ASSERT_EQ(si.status, SegmentStatus::valid) << si.detail;
 	EXPECT_EQ(si.format_version, 1u);
 	expect_restores(g, 1);
 	delta(g, 2, 1, 3, 10);	// a version-2 delta on a version-1 full
+	downgrade_segment(store->segment_path(2), 2);
+	si = store->scan(2, ScanDepth::full);
+	ASSERT_EQ(si.status, SegmentStatus::valid) << si.detail;
+	EXPECT_EQ(si.format_version, 2u);
+	expect_restores(g, 2);
+	delta(g, 3, 2, 3, 10);	// a version-3 delta on it
+	EXPECT_EQ(store->scan(3, ScanDepth::full).format_version, fmt::kFormatVersion);
+	expect_restores(g, 3);
+	// A version-1/2 COMMIT must not carry a content crc.
+	auto b = test::read_file(store->segment_path(2));
+	uint64_t co = records_of(store->segment_path(2)).back().offset;
+	fmt::CommitPayload c;
+	memcpy(&c, &b[co + sizeof(fmt::RecordHeader)], sizeof(c));
+	c.content_crc = 1;
+	memcpy(&b[co + sizeof(fmt::RecordHeader)], &c, sizeof(c));
+	fmt::RecordHeader rh;
+	memcpy(&rh, &b[co], sizeof(rh));
+	rh.payload_crc = crc32c(&c, sizeof(c));
+	rh.header_crc = crc32c(&rh, offsetof(fmt::RecordHeader, header_crc));
+	memcpy(&b[co], &rh, sizeof(rh));
+	test::write_file(store->segment_path(2), b);
+	EXPECT_EQ(store->scan(2, ScanDepth::structure).status, SegmentStatus::corrupt);
+}
+
+TEST_F(ChainTest, DurableCommitWithLostDataBlockIsNeverValid)
+{
+	// Data and COMMIT share one fdatasync, so a crash may leave COMMIT on
+	// disk while any other block of the segment is not (reads as zeros).
+	// Every such state must be rejected at full depth, and recovery must
+	// fall back to the parent.
+	Guest g(52);
+	full(g, 1);
+	delta(g, 2, 1, 3, 40);
+	const std::string p = store->segment_path(2);
+	const auto orig = test::read_file(p);
+	ASSERT_EQ(orig.size() % fmt::kAlign, 0u);
+	const size_t nblocks = orig.size() / fmt::kAlign;
+	size_t checked = 0;
+	for (size_t blk = 0; blk + 1 < nblocks; blk++) {	// every block but COMMIT's
+		auto b = orig;
+		unsigned char *q = &b[blk * fmt::kAlign];
+		bool had_data = false;
+		for (size_t i = 0; i < fmt::kAlign; i++)
+			had_data |= q[i] != 0;
+		if (!had_data)
+			continue;	// padding only: never read
+		memset(q, 0, fmt::kAlign);
+		test::write_file(p, b);
+		SegmentInfo si = store->scan(2, ScanDepth::full);
+		EXPECT_NE(si.status, SegmentStatus::valid) << "block " << blk << " lost but segment valid";
+		auto nv = store->newest_valid();
+		ASSERT_TRUE(nv.ok());
+		EXPECT_EQ(nv->epoch, 1u) << "block " << blk;
+		checked++;
+	}
+	EXPECT_GE(checked, 30u);	// header, layout, index, devstate, the data slots
+	test::write_file(p, orig);
+	EXPECT_EQ(store->scan(2, ScanDepth::full).status, SegmentStatus::valid);
+}
+
+TEST_F(ChainTest, CommitContentCrcCoversEveryRecord)
+{
+	// Data and COMMIT share one fdatasync: a COMMIT must be rejected unless
+	// the records before it are exactly the ones it was written with, even
+	// when each of those records is self-consistent (valid header crc).
+	Guest g(51);
+	full(g, 1);
+	delta(g, 2, 1, 3, 40);
+	const std::string p = store->segment_path(2);
+	const auto orig = test::read_file(p);
+	auto recs = records_of(p);
+	ASSERT_GE(recs.size(), 4u);
+	// A PAGES record whose index is swapped for another self-consistent one
+	// (entry offsets changed, index crc and header crc recomputed).
+	for (size_t r = 0; r + 1 < recs.size(); r++) {
+		if (recs[r].type != fmt::kRecPages)
+			continue;
+		auto b = orig;
+		fmt::RecordHeader h;
+		memcpy(&h, &b[recs[r].offset], sizeof(h));
+		auto *idx = &b[recs[r].offset + sizeof(h)];
+		fmt::PageIndexEntry e;
+		memcpy(&e, idx, sizeof(e));
+		e.page_crc ^= 0x5a5a5a5a;
+		if (e.flags & fmt::kPageFZero)
+			continue;
+		memcpy(idx, &e, sizeof(e));
+		h.payload_crc = crc32c(idx, h.count * sizeof(fmt::PageIndexEntry));
+		h.header_crc = crc32c(&h, offsetof(fmt::RecordHeader, header_crc));
+		memcpy(&b[recs[r].offset], &h, sizeof(h));
+		test::write_file(p, b);
+		SegmentInfo si = store->scan(2, ScanDepth::structure);
+		EXPECT_EQ(si.status, SegmentStatus::corrupt);
+		EXPECT_NE(si.detail.find("content crc"), std::string::npos) << si.detail;
+		break;
+	}
+	// A DEVSTATE record of another epoch's content (payload + crcs consistent).
+	{
+		auto b = orig;
+		uint64_t off = recs[recs.size() - 2].offset;
+		ASSERT_EQ(recs[recs.size() - 2].type, fmt::kRecDevstate);
+		fmt::RecordHeader h;
+		memcpy(&h, &b[off], sizeof(h));
+		ASSERT_GT(h.payload_length, 0u);
+		b[off + sizeof(h)] ^= 1;
+		h.payload_crc = crc32c(&b[off + sizeof(h)], h.payload_length);
+		h.header_crc = crc32c(&h, offsetof(fmt::RecordHeader, header_crc));
+		memcpy(&b[off], &h, sizeof(h));
+		test::write_file(p, b);
+		SegmentInfo si = store->scan(2, ScanDepth::structure);
+		EXPECT_EQ(si.status, SegmentStatus::corrupt);
+		EXPECT_NE(si.detail.find("content crc"), std::string::npos) << si.detail;
+	}
+	// The stored content crc itself flipped (COMMIT crcs recomputed).
+	{
+		auto b = orig;
+		uint64_t co = recs.back().offset;
+		fmt::CommitPayload c;
+		memcpy(&c, &b[co + sizeof(fmt::RecordHeader)], sizeof(c));
+		c.content_crc ^= 1;
+		memcpy(&b[co + sizeof(fmt::RecordHeader)], &c, sizeof(c));
+		fmt::RecordHeader rh;
+		memcpy(&rh, &b[co], sizeof(rh));
+		rh.payload_crc = crc32c(&c, sizeof(c));
+		rh.header_crc = crc32c(&rh, offsetof(fmt::RecordHeader, header_crc));
+		memcpy(&b[co], &rh, sizeof(rh));
+		test::write_file(p, b);
+		SegmentInfo si = store->scan(2, ScanDepth::structure);
+		EXPECT_EQ(si.status, SegmentStatus::corrupt);
+		EXPECT_NE(si.detail.find("content crc"), std::string::npos) << si.detail;
+	}
+	test::write_file(p, orig);
+	EXPECT_EQ(store->scan(2, ScanDepth::full).status, SegmentStatus::valid);
 	expect_restores(g, 2);
 }

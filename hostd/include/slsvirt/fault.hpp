@@ -11,7 +11,7 @@ namespace slsvirt {
 
 enum class FaultKind {
 	crash_mid_data,		// SIGKILL self after about half of epoch E's PAGES records
-	crash_before_commit,	// SIGKILL self after the data fdatasync, before COMMIT
+	crash_before_commit,	// SIGKILL self after the data writes completed, before COMMIT is written
 	fail_write,		// epoch E's first write fails with -EIO
 	short_write,		// every write of epoch E is first submitted short, then resumed
 	enospc,			// epoch E's first page-data write fails with -ENOSPC

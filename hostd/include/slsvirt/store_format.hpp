@@ -8,7 +8,7 @@
 namespace slsvirt::fmt {
 
 inline constexpr char kFileMagic[8] = {'S', 'L', 'S', 'V', 'S', 'E', 'G', '\0'};
-inline constexpr uint32_t kFormatVersion = 2;	// written; readers accept 1 and 2
+inline constexpr uint32_t kFormatVersion = 3;	// written; readers accept 1, 2 and 3
 inline constexpr uint32_t kMinFormatVersion = 1;
 inline constexpr uint32_t kPageSize = 4096;
 inline constexpr uint32_t kAlign = 4096;	// every record starts 4096-aligned
@@ -89,8 +89,10 @@ struct PageIndexEntry {
 inline constexpr uint16_t kPageFZero = 1u << 0;
 static_assert(sizeof(PageIndexEntry) == 16);
 
-// COMMIT payload (payload_crc covers it). Written last, after every byte
-// before it is durable.
+// COMMIT payload (payload_crc covers it). Written after every record before
+// it and made durable by the same fdatasync (version 3): content_crc commits
+// to the whole segment, so a COMMIT that reached the disk without some data
+// is detected (docs/store-format.md "Write order and durability").
 struct CommitPayload {
 	uint64_t epoch;
 	uint64_t parent_epoch;
@@ -104,9 +106,20 @@ struct CommitPayload {
 	uint64_t stop_ns;
 	uint64_t commit_realtime_ns;
 	uint64_t nr_zero_pages;	// ZERO entries among nr_pages (0 in version 1)
-	uint64_t reserved[4];	// 0
+	uint32_t content_crc;	// version 3: content_crc() of the segment; versions 1-2: 0
+	uint32_t reserved32;	// 0
+	uint64_t reserved[3];	// 0
 } __attribute__((packed));
 static_assert(sizeof(CommitPayload) == 128);
+
+// Version 3 COMMIT.content_crc: crc32c over the FileHeader's bytes 0..147
+// followed by bytes 0..59 of every RecordHeader before COMMIT, in file order
+// -- each header *without* its own header_crc: a crc over data followed by
+// its own crc is a constant, so including it would make the content crc blind
+// to any self-consistent header. Each record header's payload_crc covers its
+// payload (PAGES: the index, whose entries carry every page's crc), so this
+// chains to every byte of the segment.
+inline constexpr uint32_t kFormatContentCrc = 3;	// first version with content_crc
 
 constexpr uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
