@@ -352,6 +352,19 @@ Result<std::string> need_vm(const Args &a)
 	return a.positional[0];
 }
 
+// --epoch N (N >= 1) of restore/verify; 0 when the option is absent.
+Result<uint64_t> epoch_option(const Args &a)
+{
+	if (!a.has("--epoch"))
+		return uint64_t{0};
+	auto n = parse_number("--epoch", a.get("--epoch"));
+	if (!n)
+		return n.error();
+	if (*n == 0)
+		return make_error(-EINVAL, "--epoch must be >= 1");
+	return static_cast<uint64_t>(*n);
+}
+
 std::string fmt_time(uint64_t realtime_ns)
 {
 	if (!realtime_ns)
@@ -469,13 +482,10 @@ int cmd_restore(Args &a)
 	auto vm = need_vm(a);
 	if (!vm)
 		return fail(vm.message());
-	uint64_t want = 0;
-	if (a.has("--epoch")) {
-		auto n = parse_number("--epoch", a.get("--epoch"));
-		if (!n || *n == 0)
-			return fail(n ? "--epoch must be >= 1" : n.message());
-		want = *n;
-	}
+	auto epoch = epoch_option(a);
+	if (!epoch)
+		return fail(epoch.message());
+	const uint64_t want = *epoch;
 	auto store = Store::open(a.store_root(), *vm, false);
 	if (!store)
 		return fail(store.message());
@@ -632,12 +642,11 @@ int cmd_verify(Args &a)
 	if (!views)
 		return fail(views.message());
 	std::vector<const EpochView *> checked;
-	uint64_t want = 0;
-	if (a.has("--epoch")) {
-		auto n = parse_number("--epoch", a.get("--epoch"));
-		if (!n || *n == 0)
-			return fail(n ? "--epoch must be >= 1" : n.message());
-		want = *n;
+	auto epoch = epoch_option(a);
+	if (!epoch)
+		return fail(epoch.message());
+	const uint64_t want = *epoch;
+	if (want) {
 		for (const auto &v : *views)
 			if (v.seg.epoch == want)
 				checked.push_back(&v);
