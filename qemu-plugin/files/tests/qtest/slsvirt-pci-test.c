@@ -152,6 +152,7 @@ typedef struct FakeHost {
     int listen_fd;
     GThread *thread;
     int fail_epoch;             /* ack this epoch with -EIO */
+    int ack_delay_ms;           /* a slow store: sleep before each ack */
     int epochs_seen;            /* EPOCH messages received */
     uint64_t last_epoch;
     bool hello_ok;
@@ -243,6 +244,9 @@ static gpointer fake_host_run(gpointer opaque)
                 pstrcpy(ack.message, sizeof(ack.message), "injected");
             }
             qatomic_inc(&h->epochs_seen);
+            if (h->ack_delay_ms) {
+                g_usleep(h->ack_delay_ms * 1000);
+            }
             send_msg(fd, SLS_MSG_EPOCH_ACK, &ack, sizeof(ack));
         } else {
             g_assert_not_reached();
@@ -369,8 +373,11 @@ static void test_delta_epochs(void)
     fake_host_stop(&h);
 }
 
-/* A storm of doorbells costs a handful of epochs, not one per doorbell,
- * and every request is covered by a durable epoch at least as new. */
+/* While the store is busy with one epoch, a storm of doorbells is
+ * coalesced into the next: it costs a handful of epochs, not one per
+ * doorbell, and every request is covered by a durable epoch at least as
+ * new. (The in-test store takes 20 ms per ack, like a slow disk, so the
+ * storm always outruns it.) */
 static void test_doorbell_storm(void)
 {
     FakeHost h;
@@ -379,6 +386,7 @@ static void test_doorbell_storm(void)
     int i;
 
     fake_host_start(&h, 0);
+    h.ack_delay_ms = 20;
     fixture_start(&f, h.path);
     for (i = 0; i < 2000; i++) {
         doorbell(&f, SLSVIRT_CMD_PERSIST);
@@ -390,7 +398,7 @@ static void test_doorbell_storm(void)
     wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, target);
     fixture_stop(&f);
     fake_host_stop(&h);
-    g_assert_cmpint(h.epochs_seen, <, 2000);
+    g_assert_cmpint(h.epochs_seen, <, 2000 / 4);
     g_assert_cmpint(h.epochs_seen, ==, target);
 }
 
