@@ -867,19 +867,23 @@ Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, std::sp
 	return res;
 }
 
+// The catalog, read under the store lock when the caller shares one with
+// the writer (slsvirtd's per-VM lock); a plain read otherwise.
+static Result<std::vector<EpochView>> catalog_under(const Store &store, std::mutex *lock)
+{
+	std::unique_lock<std::mutex> lk;
+	if (lock)
+		lk = std::unique_lock(*lock);
+	return store.catalog(ScanDepth::structure);
+}
+
 Result<LoadResult> Store::load(uint64_t epoch, std::span<const RamBlockMem> dest, bool zero_dest,
 			       std::mutex *lock) const
 {
-	std::vector<EpochView> views;
-	{
-		std::unique_lock<std::mutex> lk;
-		if (lock)
-			lk = std::unique_lock(*lock);
-		auto c = catalog(ScanDepth::structure);
-		if (!c)
-			return c.error();
-		views = std::move(*c);
-	}
+	auto c = catalog_under(*this, lock);
+	if (!c)
+		return c.error();
+	std::vector<EpochView> views = std::move(*c);
 	if (epoch != 0) {
 		for (const auto &v : views) {
 			if (v.seg.epoch != epoch)
@@ -949,16 +953,10 @@ Result<CompactStats> Store::compact(const RetentionPlan &plan, const FaultPlan &
 	};
 	const uint64_t e = plan.compact_epoch;
 	if (e) {
-		std::vector<EpochView> views;
-		{
-			std::unique_lock<std::mutex> lk;
-			if (lock)
-				lk = std::unique_lock(*lock);
-			auto c = catalog(ScanDepth::structure);
-			if (!c)
-				return c.error();
-			views = std::move(*c);
-		}
+		auto c = catalog_under(*this, lock);
+		if (!c)
+			return c.error();
+		std::vector<EpochView> views = std::move(*c);
 		const EpochView *v = nullptr;
 		for (const auto &x : views)
 			if (x.seg.epoch == e)
