@@ -99,39 +99,41 @@ public:
 		return std::make_pair(*h, std::move(p));
 	}
 
-	std::optional<HelloAck> hello(bool pass_fd = true)
+	// Sends `msg`, reads one reply of type `want` and decodes it; nullopt
+	// when the connection closed, the reply has another type or fails to decode.
+	template <typename Decode>
+	auto request(const Bytes &msg, uint16_t want, Decode decode, int pass_fd = -1)
+		-> std::optional<std::remove_cvref_t<decltype(*decode(Bytes{}))>>
 	{
-		if (!send_raw(encode_hello(hello_msg(), ++seq_), pass_fd ? memfd_.get() : -1))
+		if (!send_raw(msg, pass_fd))
 			return std::nullopt;
 		auto m = recv_msg();
-		if (!m || m->first.type != SLS_MSG_HELLO_ACK)
+		if (!m || m->first.type != want)
 			return std::nullopt;
-		auto a = decode_hello_ack(m->second);
-		return a.ok() ? std::optional(*a) : std::nullopt;
+		auto a = decode(m->second);
+		if (!a)
+			return std::nullopt;
+		return *a;
+	}
+
+	std::optional<HelloAck> hello(bool pass_fd = true)
+	{
+		return request(encode_hello(hello_msg(), ++seq_), SLS_MSG_HELLO_ACK, decode_hello_ack,
+			       pass_fd ? memfd_.get() : -1);
 	}
 
 	// A delta epoch: `pages` are staging page indices (as the engine sends them).
 	std::optional<EpochAck> delta(uint64_t e, uint64_t parent, const std::vector<uint64_t> &pages,
 				      const std::vector<unsigned char> &dev = {})
 	{
-		if (!send_raw(encode_epoch({e, parent, 0, 123, 456, dev, pages}, ++seq_)))
-			return std::nullopt;
-		auto m = recv_msg();
-		if (!m || m->first.type != SLS_MSG_EPOCH_ACK)
-			return std::nullopt;
-		auto a = decode_epoch_ack(m->second);
-		return a.ok() ? std::optional(*a) : std::nullopt;
+		return request(encode_epoch({e, parent, 0, 123, 456, dev, pages}, ++seq_), SLS_MSG_EPOCH_ACK,
+			       decode_epoch_ack);
 	}
 
 	std::optional<EpochAck> epoch(uint64_t e, const std::vector<unsigned char> &dev)
 	{
-		if (!send_raw(encode_epoch({e, e - 1, SLS_EPOCH_F_FULL, 123, 456, dev}, ++seq_)))
-			return std::nullopt;
-		auto m = recv_msg();
-		if (!m || m->first.type != SLS_MSG_EPOCH_ACK)
-			return std::nullopt;
-		auto a = decode_epoch_ack(m->second);
-		return a.ok() ? std::optional(*a) : std::nullopt;
+		return request(encode_epoch({e, e - 1, SLS_EPOCH_F_FULL, 123, 456, dev}, ++seq_), SLS_MSG_EPOCH_ACK,
+			       decode_epoch_ack);
 	}
 
 	struct Restored {
@@ -142,12 +144,7 @@ public:
 	};
 	std::optional<Restored> restore(uint64_t e)
 	{
-		if (!send_raw(encode_restore({e}, ++seq_)))
-			return std::nullopt;
-		auto m = recv_msg();
-		if (!m || m->first.type != SLS_MSG_RESTORE_ACK)
-			return std::nullopt;
-		auto a = decode_restore_ack(m->second);
+		auto a = request(encode_restore({e}, ++seq_), SLS_MSG_RESTORE_ACK, decode_restore_ack);
 		if (!a)
 			return std::nullopt;
 		return Restored{a->epoch, a->status, a->message, {a->devstate.begin(), a->devstate.end()}};
@@ -673,13 +670,7 @@ TEST_P(ServerWriteFaultTest, FailedEpochAckedWithErrnoThenFullWorks)
 INSTANTIATE_TEST_SUITE_P(Faults, ServerWriteFaultTest,
 			 ::testing::Values(std::make_pair("short-write", 0), std::make_pair("fail-write", -EIO),
 					   std::make_pair("enospc", -ENOSPC), std::make_pair("fail-fdatasync", -EIO)),
-			 [](const auto &info) {
-				 std::string n = info.param.first;
-				 for (auto &c : n)
-					 if (c == '-')
-						 c = '_';
-				 return n;
-			 });
+			 test::FaultParamName{});
 
 TEST_F(ServerTest, OneVmFloodingAndOneSendingGarbageDoNotStallAThird)
 {

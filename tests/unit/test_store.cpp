@@ -837,13 +837,7 @@ TEST_P(WriteFaultTest, FailedEpochInvisibleEarlierOnesRestorableNextFullWorks)
 INSTANTIATE_TEST_SUITE_P(Faults, WriteFaultTest,
 			 ::testing::Values(std::make_pair("fail-write", -EIO), std::make_pair("enospc", -ENOSPC),
 					   std::make_pair("fail-fdatasync", -EIO)),
-			 [](const auto &info) {
-				 std::string n = info.param.first;
-				 for (auto &c : n)
-					 if (c == '-')
-						 c = '_';
-				 return n;
-			 });
+			 test::FaultParamName{});
 
 TEST_F(ChainTest, ShortWritesAreResumedByteExact)
 {
