@@ -425,6 +425,17 @@ static bool slsvirt_connect_wait(SlsvirtState *s, Error **errp)
     }
 }
 
+/* Try to reach hostd again soon, but at most once per SLSVIRT_RECONNECT_NS
+ * however often a guest doorbell or a period tick asks. */
+static void slsvirt_schedule_reconnect(SlsvirtEngine *e)
+{
+    if (!timer_pending(e->reconnect_timer)) {
+        timer_mod(e->reconnect_timer,
+                  MAX(qemu_clock_get_ns(QEMU_CLOCK_REALTIME),
+                      e->last_connect_ns + SLSVIRT_RECONNECT_NS));
+    }
+}
+
 static void slsvirt_reconnect(void *opaque)
 {
     SlsvirtState *s = opaque;
@@ -747,11 +758,7 @@ static void slsvirt_period_tick(void *opaque)
         return;
     }
     if (e->sock < 0) {
-        if (!timer_pending(e->reconnect_timer)) {
-            timer_mod(e->reconnect_timer,
-                      MAX(qemu_clock_get_ns(QEMU_CLOCK_REALTIME),
-                          e->last_connect_ns + SLSVIRT_RECONNECT_NS));
-        }
+        slsvirt_schedule_reconnect(e);
         return;
     }
     if (e->request_pending) {
@@ -789,14 +796,7 @@ uint64_t slsvirt_engine_request(SlsvirtState *s, bool try_connect,
                 return 0;
             }
         } else {
-            int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
-
-            /* Try again soon, but never let a guest storm us into a
-             * connect per doorbell. */
-            if (!timer_pending(e->reconnect_timer)) {
-                timer_mod(e->reconnect_timer,
-                          MAX(now, e->last_connect_ns + SLSVIRT_RECONNECT_NS));
-            }
+            slsvirt_schedule_reconnect(e);
             error_setg(errp, "no store attached (hostd unreachable)");
             return 0;
         }
