@@ -33,6 +33,7 @@
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
 #include "qemu/memfd.h"
+#include "qemu/processor.h"
 #include "qemu/sockets.h"
 #include "qemu/timer.h"
 #include "qapi/error.h"
@@ -46,6 +47,8 @@
 #include "system/cpus.h"
 #include "system/runstate.h"
 #include "system/system.h"
+#include "system/qtest.h"
+#include "system/tcg.h"
 #include "io/channel-buffer.h"
 #include "migration/global_state.h"
 #include "migration/qemu-file.h"
@@ -241,10 +244,13 @@ static void slsvirt_fail_epochs(SlsvirtState *s)
     }
 }
 
+static void slsvirt_cow_abort(SlsvirtEngine *e);
+
 static void slsvirt_detach(SlsvirtState *s, Error *err)
 {
     SlsvirtEngine *e = &s->engine;
 
+    slsvirt_cow_abort(e);
     if (err) {
         slsvirt_set_error(e, "%s", error_get_pretty(err));
         error_free(err);
@@ -275,10 +281,16 @@ static int slsvirt_add_block(RAMBlock *rb, void *opaque)
     }
     b = &e->blocks[e->nr_blocks++];
     b->rb = rb;
+    b->host = qemu_ram_get_host_addr(rb);
+    b->ram_offset = qemu_ram_get_offset(rb);
     b->length = ROUND_UP(qemu_ram_get_max_length(rb), SLS_PAGE_SIZE);
     b->staging_offset = e->staging_size;
     g_free(b->dirty);
+    g_free(b->cow_claim);
+    g_free(b->cow_done);
     b->dirty = bitmap_new(b->length / SLS_PAGE_SIZE);
+    b->cow_claim = bitmap_new(b->length / SLS_PAGE_SIZE);
+    b->cow_done = bitmap_new(b->length / SLS_PAGE_SIZE);
     e->staging_size += b->length;
     return 0;
 }
@@ -589,6 +601,282 @@ static void slsvirt_record_stop(SlsvirtEngine *e, uint64_t stop_ns)
     e->stop_hist[bucket]++;
 }
 
+/*
+ * Build the EPOCH message for a capture and hand it to hostd. @pages lists
+ * a delta's pages as staging page indices (little endian); a FULL epoch
+ * lists none.
+ */
+static void slsvirt_send_epoch(SlsvirtState *s, uint64_t epoch, bool full,
+                               int64_t stop_ns, const uint8_t *devstate,
+                               size_t devstate_len, const uint64_t *pages,
+                               uint64_t nr_pages)
+{
+    SlsvirtEngine *e = &s->engine;
+    g_autofree uint8_t *msg = NULL;
+    struct sls_msg_epoch *ep;
+    Error *err = NULL;
+    size_t msg_len;
+
+    msg_len = sizeof(*ep) + devstate_len + nr_pages * sizeof(uint64_t);
+    if (msg_len > SLS_PROTO_MAX_PAYLOAD) {
+        /* Only a guest of tens of GiB dirtying most of it gets here; the
+         * next capture is FULL and lists no pages. */
+        slsvirt_set_error(e, "epoch %" PRIu64 ": %" PRIu64 " dirty pages do "
+                          "not fit one message", epoch, nr_pages);
+        slsvirt_fail_epochs(s);
+        return;
+    }
+    msg = g_malloc0(msg_len);
+    ep = (struct sls_msg_epoch *)msg;
+    ep->epoch = cpu_to_le64(epoch);
+    ep->parent_epoch = cpu_to_le64(e->parent_epoch);
+    ep->flags = cpu_to_le64(full ? SLS_EPOCH_F_FULL : 0);
+    ep->capture_realtime_ns = cpu_to_le64(get_clock_realtime());
+    ep->stop_ns = cpu_to_le64(stop_ns);
+    ep->devstate_len = cpu_to_le32(devstate_len);
+    ep->nr_pages = cpu_to_le32(nr_pages);
+    memcpy(ep + 1, devstate, devstate_len);
+    if (nr_pages) {
+        memcpy((uint8_t *)(ep + 1) + devstate_len, pages,
+               nr_pages * sizeof(uint64_t));
+    }
+
+    e->need_full = false;
+    e->last_epoch_pages = full ? e->staging_size / SLS_PAGE_SIZE : nr_pages;
+    e->epochs_full += full;
+    if (!slsvirt_send(s, SLS_MSG_EPOCH, msg, msg_len, -1, &err)) {
+        slsvirt_detach(s, err);
+    }
+}
+
+/* ---- copy-before-write ----------------------------------------------- */
+
+#define SLSVIRT_COW_BATCH        256     /* pages per copier run */
+
+/* The engine whose copy window is open (one slsvirt-pci per machine). */
+static SlsvirtEngine *slsvirt_cow_engine;
+
+/*
+ * Put page @page of @b into staging exactly once per window: whoever sets
+ * its claim bit copies it; anyone else who needs it waits for its done bit.
+ * Runs in the main loop (the copier, DMA under the BQL) and in vCPU
+ * threads (their first store to the page) concurrently.
+ */
+static void slsvirt_cow_copy_page(SlsvirtEngine *e, SlsvirtRamBlock *b,
+                                  unsigned long page, bool writer)
+{
+    unsigned long *done = &b->cow_done[BIT_WORD(page)];
+    unsigned long mask = BIT_MASK(page);
+    uint64_t off = (uint64_t)page * SLS_PAGE_SIZE;
+
+    if (qatomic_load_acquire(done) & mask) {
+        return;
+    }
+    if (!(qatomic_fetch_or(&b->cow_claim[BIT_WORD(page)], mask) & mask)) {
+        memcpy(e->staging + b->staging_offset + off, b->host + off,
+               SLS_PAGE_SIZE);
+        qatomic_fetch_or(done, mask);   /* full barrier: copy, then done */
+        if (writer) {
+            qatomic_inc(&e->cow_vcpu_copies);
+        }
+        return;
+    }
+    while (!(qatomic_load_acquire(done) & mask)) {
+        cpu_relax();
+    }
+}
+
+/* RAMWriteHook: see include/exec/memory.h. */
+static void slsvirt_cow_hook(ram_addr_t start, ram_addr_t length,
+                             bool written)
+{
+    SlsvirtEngine *e = qatomic_read(&slsvirt_cow_engine);
+    unsigned i;
+
+    if (!e || !length) {
+        return;
+    }
+    for (i = 0; i < e->nr_blocks; i++) {
+        SlsvirtRamBlock *b = &e->blocks[i];
+        ram_addr_t lo = MAX(start, b->ram_offset);
+        ram_addr_t hi = MIN(start + length, b->ram_offset + b->length);
+        unsigned long page, last;
+
+        if (lo >= hi) {
+            continue;
+        }
+        last = (hi - 1 - b->ram_offset) / SLS_PAGE_SIZE;
+        for (page = (lo - b->ram_offset) / SLS_PAGE_SIZE; page <= last;
+             page++) {
+            if (!test_bit(page, b->dirty)) {
+                continue;               /* not part of this epoch */
+            }
+            if (!written) {
+                slsvirt_cow_copy_page(e, b, page, true);
+            } else if (!(qatomic_load_acquire(&b->cow_done[BIT_WORD(page)]) &
+                         BIT_MASK(page))) {
+                /* Written without the hook's "before" call: the copy
+                 * could hold the new bytes. Redo this epoch. */
+                qatomic_set(&e->cow_missed, true);
+            }
+        }
+    }
+}
+
+/* Stop routing writes to us. Only vCPU pauses and the BQL order the
+ * bitmaps' reuse: they change only while the vCPUs are paused. */
+static void slsvirt_cow_close(SlsvirtEngine *e)
+{
+    qatomic_set(&ram_write_hook, NULL);
+    qatomic_set(&slsvirt_cow_engine, NULL);
+    e->cow_open = false;
+    qemu_bh_cancel(e->cow_bh);
+}
+
+static void slsvirt_cow_free(SlsvirtEngine *e)
+{
+    g_clear_pointer(&e->cow_devstate, g_free);
+    g_clear_pointer(&e->cow_pages, g_free);
+    e->cow_devstate_len = 0;
+    e->cow_nr_pages = e->cow_max_pages = 0;
+}
+
+/* Called with the vCPUs paused, after harvesting into b->dirty. */
+static void slsvirt_cow_open(SlsvirtEngine *e, uint64_t epoch, bool full,
+                             uint64_t dirty, uint8_t *devstate,
+                             size_t devstate_len)
+{
+    unsigned i;
+
+    for (i = 0; i < e->nr_blocks; i++) {
+        SlsvirtRamBlock *b = &e->blocks[i];
+        unsigned long n = b->length / SLS_PAGE_SIZE;
+
+        if (full) {
+            bitmap_fill(b->dirty, n);
+        }
+        bitmap_zero(b->cow_claim, n);
+        bitmap_zero(b->cow_done, n);
+    }
+    e->cow_epoch = epoch;
+    e->cow_full = full;
+    e->cow_block = 0;
+    e->cow_page = 0;
+    e->cow_devstate = devstate;
+    e->cow_devstate_len = devstate_len;
+    e->cow_pages = full ? NULL : g_new(uint64_t, MAX(dirty, 1));
+    e->cow_max_pages = full ? 0 : dirty;
+    e->cow_nr_pages = 0;
+    e->cow_vcpu_copies = 0;
+    e->cow_missed = false;
+    e->cow_open = true;
+    qatomic_set(&slsvirt_cow_engine, e);
+    qatomic_set(&ram_write_hook, slsvirt_cow_hook);
+}
+
+static void slsvirt_cow_abort(SlsvirtEngine *e)
+{
+    unsigned i;
+
+    if (!e->cow_open) {
+        return;
+    }
+    slsvirt_cow_close(e);
+    slsvirt_cow_free(e);
+    /* The epoch's pages are in no store now; the next capture is FULL. */
+    for (i = 0; i < e->nr_blocks; i++) {
+        bitmap_zero(e->blocks[i].dirty, e->blocks[i].length / SLS_PAGE_SIZE);
+    }
+    e->need_full = true;
+}
+
+/*
+ * The copier: copies the epoch's pages in batches from the main loop, so
+ * device emulation and timers run between batches, then sends the epoch.
+ */
+static void slsvirt_cow_copy_bh(void *opaque)
+{
+    SlsvirtState *s = opaque;
+    SlsvirtEngine *e = &s->engine;
+    unsigned budget = SLSVIRT_COW_BATCH, i;
+    uint64_t epoch = e->cow_epoch;
+
+    if (!e->cow_open) {
+        return;
+    }
+    while (e->cow_block < e->nr_blocks) {
+        SlsvirtRamBlock *b = &e->blocks[e->cow_block];
+        unsigned long n = b->length / SLS_PAGE_SIZE;
+        unsigned long p = find_next_bit(b->dirty, n, e->cow_page);
+
+        if (p >= n) {
+            e->cow_block++;
+            e->cow_page = 0;
+            continue;
+        }
+        slsvirt_cow_copy_page(e, b, p, false);
+        if (!e->cow_full) {
+            if (e->cow_nr_pages == e->cow_max_pages) {
+                /* b->dirty is frozen while the window is open */
+                slsvirt_set_error(e, "epoch %" PRIu64 ": dirty set changed "
+                                  "during the copy window", epoch);
+                slsvirt_cow_abort(e);
+                slsvirt_fail_epochs(s);
+                return;
+            }
+            e->cow_pages[e->cow_nr_pages++] =
+                cpu_to_le64((b->staging_offset +
+                             (uint64_t)p * SLS_PAGE_SIZE) / SLS_PAGE_SIZE);
+        }
+        e->cow_page = p + 1;
+        if (!--budget) {
+            qemu_bh_schedule(e->cow_bh);
+            return;
+        }
+    }
+
+    slsvirt_cow_close(e);
+    e->last_copy_ns = get_clock() - e->cow_opened_ns;
+    e->cow_pages_total += e->cow_full ? e->staging_size / SLS_PAGE_SIZE :
+                                        e->cow_nr_pages;
+    e->cow_writer_copies += qatomic_read(&e->cow_vcpu_copies);
+    trace_slsvirt_cow_done(epoch, e->cow_full ? e->staging_size /
+                           SLS_PAGE_SIZE : e->cow_nr_pages,
+                           qatomic_read(&e->cow_vcpu_copies), e->last_copy_ns,
+                           qatomic_read(&e->cow_missed));
+    if (qatomic_read(&e->cow_missed)) {
+        /*
+         * Some writer changed a page of the epoch without telling us
+         * first, so staging may hold bytes from after the cut. Nothing
+         * was sent: capture the same epoch number again, in full, so the
+         * guest's waiters are served by it and nothing is lost.
+         */
+        e->cow_retries++;
+        trace_slsvirt_cow_retry(epoch);
+        slsvirt_cow_free(e);
+        for (i = 0; i < e->nr_blocks; i++) {
+            bitmap_zero(e->blocks[i].dirty,
+                        e->blocks[i].length / SLS_PAGE_SIZE);
+        }
+        e->inflight_epoch = 0;
+        e->next_epoch = epoch;
+        e->need_full = true;
+        e->redo_request = e->request_pending;   /* for epoch + 1 */
+        e->request_pending = true;
+        qemu_bh_schedule(e->capture_bh);
+        return;
+    }
+    for (i = 0; i < e->nr_blocks; i++) {
+        bitmap_zero(e->blocks[i].dirty, e->blocks[i].length / SLS_PAGE_SIZE);
+    }
+    slsvirt_send_epoch(s, epoch, e->cow_full, e->cow_stop_ns,
+                       e->cow_devstate, e->cow_devstate_len, e->cow_pages,
+                       e->cow_nr_pages);
+    slsvirt_cow_free(e);
+}
+
+/* ---- capture ----------------------------------------------------------- */
+
 static void slsvirt_capture_bh(void *opaque)
 {
     SlsvirtState *s = opaque;
@@ -596,16 +884,14 @@ static void slsvirt_capture_bh(void *opaque)
     Error *err = NULL;
     g_autofree uint8_t *devstate = NULL;
     g_autofree uint64_t *pages = NULL;
-    g_autofree uint8_t *msg = NULL;
-    struct sls_msg_epoch *ep;
-    size_t devstate_len = 0, msg_len;
+    size_t devstate_len = 0;
     uint64_t epoch, nr_pages = 0, dirty = 0;
     int64_t t0, stop_ns;
     int64_t t_paused, t_harvested = 0, t_copied = 0, t_saved = 0;
-    bool ticking, full;
+    bool ticking, full, cow = false;
     unsigned i;
 
-    if (e->inflight_epoch || !e->request_pending) {
+    if (e->inflight_epoch || !e->request_pending || e->cow_open) {
         return;
     }
     if (e->sock < 0) {
@@ -613,7 +899,9 @@ static void slsvirt_capture_bh(void *opaque)
         return;
     }
 
-    e->request_pending = false;
+    /* After a redone window a request for the next epoch may still wait. */
+    e->request_pending = e->redo_request;
+    e->redo_request = false;
     epoch = e->next_epoch++;
 
     t0 = get_clock();
@@ -649,12 +937,14 @@ static void slsvirt_capture_bh(void *opaque)
     memory_global_after_dirty_log_sync();
     t_harvested = get_clock();
 
-    if (full) {
+    if (e->cow) {
+        /* Pages are copied after resuming (slsvirt_cow_copy_bh). */
+        cow = true;
+    } else if (full) {
         for (i = 0; i < e->nr_blocks; i++) {
             SlsvirtRamBlock *b = &e->blocks[i];
 
-            memcpy(e->staging + b->staging_offset,
-                   qemu_ram_get_host_addr(b->rb),
+            memcpy(e->staging + b->staging_offset, b->host,
                    qemu_ram_get_max_length(b->rb));
             bitmap_zero(b->dirty, b->length / SLS_PAGE_SIZE);
         }
@@ -663,7 +953,6 @@ static void slsvirt_capture_bh(void *opaque)
         for (i = 0; i < e->nr_blocks; i++) {
             SlsvirtRamBlock *b = &e->blocks[i];
             unsigned long n = b->length / SLS_PAGE_SIZE;
-            uint8_t *host = qemu_ram_get_host_addr(b->rb);
             unsigned long p;
 
             for (p = find_first_bit(b->dirty, n); p < n;
@@ -676,7 +965,7 @@ static void slsvirt_capture_bh(void *opaque)
                                "during capture");
                     goto resume;
                 }
-                memcpy(e->staging + b->staging_offset + off, host + off,
+                memcpy(e->staging + b->staging_offset + off, b->host + off,
                        SLS_PAGE_SIZE);
                 pages[nr_pages++] = cpu_to_le64((b->staging_offset + off) /
                                                 SLS_PAGE_SIZE);
@@ -687,6 +976,10 @@ static void slsvirt_capture_bh(void *opaque)
     t_copied = get_clock();
     devstate = slsvirt_save_devices(&devstate_len, &err);
     t_saved = get_clock();
+    if (devstate && cow) {
+        slsvirt_cow_open(e, epoch, full, dirty, g_steal_pointer(&devstate),
+                         devstate_len);
+    }
 
 resume:
     if (ticking) {
@@ -695,51 +988,33 @@ resume:
     resume_all_vcpus();
     stop_ns = get_clock() - t0;
     slsvirt_record_stop(e, stop_ns);
-    trace_slsvirt_captured(epoch, full, nr_pages, stop_ns, t_paused - t0,
-                           t_harvested - t_paused, t_copied - t_harvested,
-                           t_saved - t_copied, devstate_len);
+    trace_slsvirt_captured(epoch, full, cow ? dirty : nr_pages, stop_ns,
+                           t_paused - t0, t_harvested - t_paused,
+                           t_copied - t_harvested, t_saved - t_copied,
+                           devstate_len);
 
+    e->inflight_epoch = epoch;
+    if (e->cow_open) {
+        e->cow_stop_ns = stop_ns;
+        e->cow_opened_ns = get_clock();
+        qemu_bh_schedule(e->cow_bh);
+        return;
+    }
     if (!devstate) {
-        e->inflight_epoch = epoch;
         slsvirt_set_error(e, "epoch %" PRIu64 ": %s", epoch,
                           error_get_pretty(err));
         error_free(err);
+        if (cow) {
+            for (i = 0; i < e->nr_blocks; i++) {
+                bitmap_zero(e->blocks[i].dirty,
+                            e->blocks[i].length / SLS_PAGE_SIZE);
+            }
+        }
         slsvirt_fail_epochs(s);
         return;
     }
-
-    msg_len = sizeof(*ep) + devstate_len + nr_pages * sizeof(uint64_t);
-    if (msg_len > SLS_PROTO_MAX_PAYLOAD) {
-        /* Only a guest of tens of GiB dirtying most of it gets here; the
-         * next capture is FULL and lists no pages. */
-        e->inflight_epoch = epoch;
-        slsvirt_set_error(e, "epoch %" PRIu64 ": %" PRIu64 " dirty pages do "
-                          "not fit one message", epoch, nr_pages);
-        slsvirt_fail_epochs(s);
-        return;
-    }
-    msg = g_malloc0(msg_len);
-    ep = (struct sls_msg_epoch *)msg;
-    ep->epoch = cpu_to_le64(epoch);
-    ep->parent_epoch = cpu_to_le64(e->parent_epoch);
-    ep->flags = cpu_to_le64(full ? SLS_EPOCH_F_FULL : 0);
-    ep->capture_realtime_ns = cpu_to_le64(get_clock_realtime());
-    ep->stop_ns = cpu_to_le64(stop_ns);
-    ep->devstate_len = cpu_to_le32(devstate_len);
-    ep->nr_pages = cpu_to_le32(nr_pages);
-    memcpy(ep + 1, devstate, devstate_len);
-    if (nr_pages) {
-        memcpy((uint8_t *)(ep + 1) + devstate_len, pages,
-               nr_pages * sizeof(uint64_t));
-    }
-
-    e->need_full = false;
-    e->last_epoch_pages = full ? e->staging_size / SLS_PAGE_SIZE : nr_pages;
-    e->epochs_full += full;
-    e->inflight_epoch = epoch;
-    if (!slsvirt_send(s, SLS_MSG_EPOCH, msg, msg_len, -1, &err)) {
-        slsvirt_detach(s, err);
-    }
+    slsvirt_send_epoch(s, epoch, full, stop_ns, devstate, devstate_len,
+                       pages, nr_pages);
 }
 
 static void slsvirt_period_tick(void *opaque)
@@ -1020,6 +1295,11 @@ void slsvirt_engine_init(SlsvirtState *s)
      * pause_all_vcpus() drops the BQL, so vCPUs must be able to finish
      * their register accesses meanwhile. */
     e->capture_bh = qemu_bh_new(slsvirt_capture_bh, s);
+    e->cow_bh = qemu_bh_new(slsvirt_cow_copy_bh, s);
+    /* Writes are seen before they land only under TCG (notdirty_write)
+     * and qtest (no vCPUs: only QEMU's own writes): with KVM the vCPUs
+     * write RAM directly, so pages are copied while they are paused. */
+    e->cow = s->copy_before_write && (tcg_enabled() || qtest_enabled());
     e->reconnect_timer = timer_new_ns(QEMU_CLOCK_REALTIME, slsvirt_reconnect,
                                       s);
     e->period_timer = timer_new_ms(QEMU_CLOCK_REALTIME, slsvirt_period_tick, s);
@@ -1042,13 +1322,17 @@ void slsvirt_engine_cleanup(SlsvirtState *s)
         close(e->sock);
         e->sock = -1;
     }
+    slsvirt_cow_abort(e);
     slsvirt_tracking_stop(s);
     timer_free(e->reconnect_timer);
     timer_free(e->period_timer);
     for (unsigned i = 0; i < e->nr_blocks; i++) {
         g_free(e->blocks[i].dirty);
+        g_free(e->blocks[i].cow_claim);
+        g_free(e->blocks[i].cow_done);
     }
     qemu_bh_delete(e->capture_bh);
+    qemu_bh_delete(e->cow_bh);
     if (e->staging) {
         qemu_memfd_free(e->staging, e->staging_size, e->staging_fd);
     }
@@ -1210,6 +1494,11 @@ SlsInfo *qmp_query_sls(Error **errp)
     info->ticks_skipped = e->ticks_skipped;
     info->last_epoch_pages = e->last_epoch_pages;
     info->backlog = (e->inflight_epoch != 0) + e->request_pending;
+    info->copy_before_write = e->cow;
+    info->last_copy_ns = e->last_copy_ns;
+    info->cow_pages = e->cow_pages_total;
+    info->cow_writer_copies = e->cow_writer_copies;
+    info->cow_retries = e->cow_retries;
     slsvirt_stop_percentiles(e, info);
     slsvirt_rates(e, info);
     tail = &info->stop_histogram;

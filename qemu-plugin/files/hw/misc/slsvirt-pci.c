@@ -229,6 +229,8 @@ static const Property slsvirt_properties[] = {
     DEFINE_PROP_STRING("vm", SlsvirtState, vm_name),
     DEFINE_PROP_STRING("socket", SlsvirtState, socket_path),
     DEFINE_PROP_UINT32("period-ms", SlsvirtState, period_ms, 0),
+    DEFINE_PROP_BOOL("copy-before-write", SlsvirtState, copy_before_write,
+                     true),
 };
 
 static void slsvirt_class_init(ObjectClass *klass, void *data)

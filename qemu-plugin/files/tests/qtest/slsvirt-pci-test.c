@@ -8,6 +8,7 @@
  */
 
 #include "qemu/osdep.h"
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include "libqtest.h"
@@ -159,7 +160,88 @@ typedef struct FakeHost {
     GMutex lock;                /* protects the last epoch's shape below */
     uint64_t last_flags;
     GArray *last_pages;         /* uint64_t staging page indices */
+    uint8_t *staging;           /* the memfd passed with HELLO, mapped */
+    uint64_t staging_size;
+    /* Staging pages [watch_lo, watch_hi) of the last epoch that listed
+     * them (or was FULL), by the value all their bytes have (-1: mixed). */
+    uint64_t watch_lo, watch_hi;
+    uint64_t watch_epoch;
+    GHashTable *watch_values;   /* value -> page count */
 } FakeHost;
+
+/* Count the watched pages of an epoch by content, as hostd would read
+ * them from staging before acking. Called with h->lock held. */
+static void fake_host_watch(FakeHost *h, const struct sls_msg_epoch *ep,
+                            const uint64_t *pages)
+{
+    uint64_t p, i;
+
+    if (!h->staging || h->watch_hi <= h->watch_lo) {
+        return;
+    }
+    g_hash_table_remove_all(h->watch_values);
+    for (p = h->watch_lo; p < h->watch_hi; p++) {
+        const uint8_t *pg = h->staging + p * SLS_PAGE_SIZE;
+        int v = pg[0];
+        bool listed = ep->flags & SLS_EPOCH_F_FULL;
+        gpointer k, old;
+
+        for (i = 0; !listed && i < ep->nr_pages; i++) {
+            listed = pages[i] == p;
+        }
+        if (!listed) {
+            continue;
+        }
+        for (i = 1; i < SLS_PAGE_SIZE; i++) {
+            if (pg[i] != pg[0]) {
+                v = -1;
+                break;
+            }
+        }
+        k = GINT_TO_POINTER(v + 1);
+        old = g_hash_table_lookup(h->watch_values, k);
+        g_hash_table_insert(h->watch_values, k,
+                            GSIZE_TO_POINTER(GPOINTER_TO_SIZE(old) + 1));
+    }
+    h->watch_epoch = ep->epoch;
+}
+
+static uint64_t fake_host_watched(FakeHost *h, int value)
+{
+    uint64_t n;
+
+    g_mutex_lock(&h->lock);
+    n = GPOINTER_TO_SIZE(g_hash_table_lookup(h->watch_values,
+                                             GINT_TO_POINTER(value + 1)));
+    g_mutex_unlock(&h->lock);
+    return n;
+}
+
+/* The message header, with the fd that may come with its first byte. */
+static bool read_hdr(int fd, struct sls_msg_hdr *hdr, int *passed_fd)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = { .iov_base = hdr, .iov_len = sizeof(*hdr) };
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = control.buf, .msg_controllen = sizeof(control.buf),
+    };
+    struct cmsghdr *cmsg;
+    ssize_t n = recvmsg(fd, &msg, MSG_WAITALL);
+
+    if (n != sizeof(*hdr)) {
+        return false;
+    }
+    for (cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+        if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
+            memcpy(passed_fd, CMSG_DATA(cmsg), sizeof(int));
+        }
+    }
+    return true;
+}
 
 static bool read_full(int fd, void *buf, size_t len)
 {
@@ -192,10 +274,11 @@ static gpointer fake_host_run(gpointer opaque)
 {
     FakeHost *h = opaque;
     int fd = accept(h->listen_fd, NULL, NULL);
+    int staging_fd = -1;
     struct sls_msg_hdr hdr;
 
     g_assert(fd >= 0);
-    while (read_full(fd, &hdr, sizeof(hdr))) {
+    while (read_hdr(fd, &hdr, &staging_fd)) {
         g_autofree uint8_t *payload = g_malloc(hdr.length + 1);
 
         g_assert_cmphex(hdr.magic, ==, SLS_PROTO_MAGIC);
@@ -213,6 +296,13 @@ static gpointer fake_host_run(gpointer opaque)
             g_assert_cmpuint(hello->nr_blocks, >=, 1);
             g_assert_cmpuint(hdr.length, ==, sizeof(*hello) +
                              hello->nr_blocks * sizeof(struct sls_ram_block));
+            g_assert(staging_fd >= 0);
+            h->staging_size = hello->staging_size;
+            h->staging = mmap(NULL, h->staging_size, PROT_READ, MAP_SHARED,
+                              staging_fd, 0);
+            g_assert(h->staging != MAP_FAILED);
+            close(staging_fd);
+            staging_fd = -1;
             qatomic_set(&h->hello_ok, true);
             send_msg(fd, SLS_MSG_HELLO_ACK, &ack, sizeof(ack));
         } else if (hdr.type == SLS_MSG_EPOCH) {
@@ -237,6 +327,7 @@ static gpointer fake_host_run(gpointer opaque)
             h->last_flags = ep->flags;
             g_array_set_size(h->last_pages, 0);
             g_array_append_vals(h->last_pages, pages, ep->nr_pages);
+            fake_host_watch(h, ep, pages);
             g_mutex_unlock(&h->lock);
             h->last_epoch = ep->epoch;
             if (ep->epoch == h->fail_epoch) {
@@ -253,6 +344,9 @@ static gpointer fake_host_run(gpointer opaque)
         }
     }
     close(fd);
+    if (h->staging) {
+        munmap(h->staging, h->staging_size);
+    }
     return NULL;
 }
 
@@ -264,6 +358,7 @@ static void fake_host_start(FakeHost *h, int fail_epoch)
     h->fail_epoch = fail_epoch;
     g_mutex_init(&h->lock);
     h->last_pages = g_array_new(false, false, sizeof(uint64_t));
+    h->watch_values = g_hash_table_new(NULL, NULL);
     h->dir = g_dir_make_tmp("slsvirt-qtest-XXXXXX", NULL);
     h->path = g_strdup_printf("%s/hostd.sock", h->dir);
     h->listen_fd = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -280,6 +375,7 @@ static void fake_host_stop(FakeHost *h)
     unlink(h->path);
     rmdir(h->dir);
     g_array_free(h->last_pages, true);
+    g_hash_table_destroy(h->watch_values);
     g_mutex_clear(&h->lock);
     g_free(h->path);
     g_free(h->dir);
@@ -373,6 +469,64 @@ static void test_delta_epochs(void)
     fake_host_stop(&h);
 }
 
+/*
+ * Copy-before-write: the epoch's pages are copied into staging after the
+ * machine resumes, so a write that lands while they are being copied must
+ * not reach the epoch. Fill 32 MiB with 0xa1, cut an epoch, overwrite it
+ * with 0xb2 at once (qtest writes are DMA-like: address_space_write), and
+ * check hostd saw only 0xa1 in that epoch and only 0xb2 in the next. The
+ * overwrite has to land inside the copy window for this to test anything:
+ * query-sls's cow-writer-copies says whether it did, so retry until it has.
+ */
+static void test_copy_before_write(void)
+{
+    const uint64_t addr = 0x1000000, len = 32 * 1024 * 1024;
+    const uint64_t npages = len / SLS_PAGE_SIZE;
+    uint64_t writer_copies = 0;
+    FakeHost h;
+    Fixture f;
+    int attempt;
+
+    fake_host_start(&h, 0);
+    h.watch_lo = addr / SLS_PAGE_SIZE;
+    h.watch_hi = h.watch_lo + npages;
+    fixture_start(&f, h.path);
+    doorbell(&f, SLSVIRT_CMD_PERSIST);
+    wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, rd64(&f, SLSVIRT_REG_TARGET_EPOCH));
+
+    for (attempt = 0; attempt < 10 && !writer_copies; attempt++) {
+        QDict *rsp;
+        uint64_t e;
+
+        qtest_memset(f.qts, addr, 0xa1, len);
+        doorbell(&f, SLSVIRT_CMD_PERSIST);
+        e = rd64(&f, SLSVIRT_REG_TARGET_EPOCH);
+        qtest_memset(f.qts, addr, 0xb2, len);
+        wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, e);
+        g_assert_cmpuint(h.watch_epoch, ==, e);
+        g_assert_cmpuint(fake_host_watched(&h, 0xa1), ==, npages);
+
+        doorbell(&f, SLSVIRT_CMD_PERSIST);
+        e = rd64(&f, SLSVIRT_REG_TARGET_EPOCH);
+        wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, e);
+        g_assert_cmpuint(h.watch_epoch, ==, e);
+        g_assert_cmpuint(fake_host_watched(&h, 0xb2), ==, npages);
+
+        rsp = qtest_qmp(f.qts, "{'execute': 'query-sls'}");
+        g_assert(qdict_haskey(rsp, "return"));
+        g_assert(qdict_get_bool(qdict_get_qdict(rsp, "return"),
+                                "copy-before-write"));
+        g_assert_cmpuint(qdict_get_int(qdict_get_qdict(rsp, "return"),
+                                       "cow-retries"), ==, 0);
+        writer_copies = qdict_get_int(qdict_get_qdict(rsp, "return"),
+                                      "cow-writer-copies");
+        qobject_unref(rsp);
+    }
+    g_assert_cmpuint(writer_copies, >, 0);
+    fixture_stop(&f);
+    fake_host_stop(&h);
+}
+
 /* While the store is busy with one epoch, a storm of doorbells is
  * coalesced into the next: it costs a handful of epochs, not one per
  * doorbell, and every request is covered by a durable epoch at least as
@@ -433,5 +587,6 @@ int main(int argc, char **argv)
     qtest_add_func("/slsvirt-pci/doorbell-storm", test_doorbell_storm);
     qtest_add_func("/slsvirt-pci/failed-epoch", test_failed_epoch);
     qtest_add_func("/slsvirt-pci/delta-epochs", test_delta_epochs);
+    qtest_add_func("/slsvirt-pci/copy-before-write", test_copy_before_write);
     return g_test_run();
 }

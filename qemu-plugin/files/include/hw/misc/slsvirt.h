@@ -18,9 +18,15 @@ OBJECT_DECLARE_SIMPLE_TYPE(SlsvirtState, SLSVIRT_PCI)
 
 typedef struct SlsvirtRamBlock {
     RAMBlock *rb;
+    uint8_t *host;              /* the block's memory in QEMU */
+    ram_addr_t ram_offset;      /* the block's ram_addr_t base */
     uint64_t length;            /* bytes captured: the block's max_length */
     uint64_t staging_offset;
-    unsigned long *dirty;       /* pages written since the last capture */
+    unsigned long *dirty;       /* pages written since the last capture;
+                                 * while a copy window is open: the pages
+                                 * of the epoch being copied */
+    unsigned long *cow_claim;   /* copy window: page taken by a copier */
+    unsigned long *cow_done;    /* copy window: page is in staging */
 } SlsvirtRamBlock;
 
 #define SLSVIRT_STOP_RING       4096    /* stop times kept for percentiles */
@@ -48,6 +54,7 @@ typedef struct SlsvirtEngine {
     uint64_t inflight_epoch;    /* captured, waiting for hostd; 0 = none */
     uint64_t parent_epoch;      /* newest epoch this VM's state descends from */
     bool request_pending;       /* a persist request waits for a capture */
+    bool redo_request;          /* ... and waits behind a redone epoch */
     bool need_full;             /* next capture copies every page */
     bool tracking;              /* our dirty tracking is on */
     Error *migration_blocker;
@@ -55,6 +62,28 @@ typedef struct SlsvirtEngine {
     uint32_t effective_period_ms;
     bool notify_on_run;         /* raise the epoch vector when the VM runs */
     QEMUBH *capture_bh;
+
+    /*
+     * Copy-before-write (TCG): the stop only harvests the dirty set and
+     * saves device state; the pages are copied into staging after the
+     * vCPUs resume, by cow_bh in the main loop, and by whoever writes a
+     * page of the epoch first (the RAM write hook, include/exec/memory.h).
+     */
+    bool cow;                   /* this engine copies after resuming */
+    bool cow_open;              /* a copy window is open */
+    QEMUBH *cow_bh;
+    uint64_t cow_epoch;
+    bool cow_full;
+    unsigned cow_block;         /* copier's cursor */
+    unsigned long cow_page;
+    uint8_t *cow_devstate;
+    size_t cow_devstate_len;
+    uint64_t *cow_pages;        /* page list of a delta, in copier order */
+    uint64_t cow_nr_pages, cow_max_pages;
+    int64_t cow_stop_ns;
+    int64_t cow_opened_ns;
+    uint64_t cow_vcpu_copies;   /* this window: pages copied by a writer */
+    bool cow_missed;            /* this window: a write bypassed the hook */
     QEMUTimer *reconnect_timer;
     int64_t last_connect_ns;
     bool busy;                  /* hostd said -EBUSY to the last HELLO */
@@ -69,6 +98,10 @@ typedef struct SlsvirtEngine {
     uint64_t last_epoch_pages;
     uint64_t epochs_full;
     uint64_t ticks_skipped;
+    uint64_t cow_pages_total;   /* pages copied after resuming */
+    uint64_t cow_writer_copies; /* ... of which by a write to the page */
+    uint64_t cow_retries;       /* windows redone because a write bypassed */
+    int64_t last_copy_ns;       /* last copy window, resume to all copied */
     int64_t last_capture_ns;    /* get_clock() at the last capture */
     int64_t interval_ewma_ns;   /* smoothed time between captures */
     uint64_t stop_ring[SLSVIRT_STOP_RING];
@@ -87,6 +120,7 @@ struct SlsvirtState {
     char *vm_name;
     char *socket_path;
     uint32_t period_ms;         /* 0: checkpoints only on request */
+    bool copy_before_write;     /* copy pages after resuming (TCG only) */
 
     /* guest-visible registers (migrated) */
     uint32_t cmd_status;
