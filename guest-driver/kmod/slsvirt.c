@@ -13,6 +13,12 @@
  * gone under cmd_lock, waiters are woken with -ENODEV and the misc device is
  * deregistered; files that stay open afterwards get -ENODEV and never touch
  * the (by then unmapped) registers.
+ *
+ * Asynchronous PERSIST: each open file (struct slsvirt_file) keeps a FIFO of
+ * tickets. Tickets are appended under cmd_lock right after the doorbell that
+ * produced them, so the FIFO is in ticket order, and since the durable and
+ * failed epochs only grow, the settled tickets are always a prefix of it:
+ * read() pops that prefix, poll() looks at the head.
  */
 
 #include <linux/fs.h>
@@ -24,10 +30,12 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/pci.h>
+#include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/uaccess.h>
 #include <linux/wait.h>
+#include <linux/workqueue.h>
 
 #include <linux/slsvirt.h>	/* repo include/uapi (ccflags -I) */
 #include <slsvirt/hw.h>		/* repo include (ccflags -I) */
@@ -40,6 +48,9 @@
  * a restore). Finding progress that way is reported once: it is a device bug.
  */
 #define SLSVIRT_POLL_INTERVAL	(HZ)
+
+/* Completion records built on the stack per copy_to_user() in read(). */
+#define SLSVIRT_READ_BATCH	8
 
 struct slsvirt_dev {
 	struct kref ref;
@@ -61,6 +72,24 @@ struct slsvirt_dev {
 	u64 failed_epoch;
 	wait_queue_head_t epoch_wq;
 	atomic_t irq_count;		/* interrupts seen; tells a lost one from a late one */
+
+	/*
+	 * Tickets queued on all open files. While there are any, poll_work
+	 * re-reads the epoch registers every SLSVIRT_POLL_INTERVAL, the
+	 * lost-interrupt net for poll()ers (sync waiters have their own).
+	 */
+	atomic_t async_pending;
+	struct delayed_work poll_work;
+};
+
+/* One per open file: the asynchronous tickets it is owed completions for. */
+struct slsvirt_file {
+	struct slsvirt_dev *sdev;
+	struct mutex read_lock;		/* one reader peeks, copies and pops at a time */
+	spinlock_t lock;		/* head, count, tickets; nests inside cmd_lock */
+	unsigned int head;
+	unsigned int count;
+	u64 tickets[SLSVIRT_ASYNC_MAX];	/* FIFO, non-decreasing */
 };
 
 static void slsvirt_release(struct kref *ref)
@@ -134,22 +163,16 @@ static enum slsvirt_wait_result slsvirt_epoch_state(struct slsvirt_dev *sdev,
 
 /*
  * Ring the PERSIST doorbell and return the epoch that covers every write
- * made before it, or a negative errno.
+ * made before it, or a negative errno. Caller holds cmd_lock with !gone.
  */
-static s64 slsvirt_persist_doorbell(struct slsvirt_dev *sdev)
+static s64 slsvirt_persist_doorbell_locked(struct slsvirt_dev *sdev)
 {
 	struct device *dev = &sdev->pdev->dev;
 	u32 status;
 	u64 target;
 	s64 ret;
 
-	if (mutex_lock_interruptible(&sdev->cmd_lock))
-		return -ERESTARTSYS;
-	if (sdev->gone) {
-		ret = -ENODEV;
-		goto out_unlock;
-	}
-
+	lockdep_assert_held(&sdev->cmd_lock);
 	writel(SLSVIRT_CMD_PERSIST, sdev->regs + SLSVIRT_REG_CMD);
 	status = readl(sdev->regs + SLSVIRT_REG_CMD_STATUS);
 	target = readq(sdev->regs + SLSVIRT_REG_TARGET_EPOCH);
@@ -178,6 +201,62 @@ static s64 slsvirt_persist_doorbell(struct slsvirt_dev *sdev)
 		ret = -EIO;
 		break;
 	}
+	return ret;
+}
+
+static s64 slsvirt_persist_doorbell(struct slsvirt_dev *sdev)
+{
+	s64 ret;
+
+	if (mutex_lock_interruptible(&sdev->cmd_lock))
+		return -ERESTARTSYS;
+	ret = sdev->gone ? -ENODEV : slsvirt_persist_doorbell_locked(sdev);
+	mutex_unlock(&sdev->cmd_lock);
+	return ret;
+}
+
+/*
+ * Ring the doorbell and queue the ticket on @sf, in one cmd_lock section so
+ * that the FIFO stays in ticket order. Returns the ticket or a negative errno
+ * (nothing queued).
+ */
+static s64 slsvirt_persist_async(struct slsvirt_file *sf)
+{
+	struct slsvirt_dev *sdev = sf->sdev;
+	u64 durable;
+	bool full;
+	s64 ret;
+
+	if (mutex_lock_interruptible(&sdev->cmd_lock))
+		return -ERESTARTSYS;
+	if (sdev->gone) {
+		ret = -ENODEV;
+		goto out_unlock;
+	}
+	spin_lock(&sf->lock);
+	full = sf->count == SLSVIRT_ASYNC_MAX;
+	spin_unlock(&sf->lock);
+	if (full) {
+		ret = -EBUSY;
+		goto out_unlock;
+	}
+
+	ret = slsvirt_persist_doorbell_locked(sdev);
+	if (ret < 0)
+		goto out_unlock;
+
+	spin_lock(&sf->lock);
+	sf->tickets[(sf->head + sf->count) % SLSVIRT_ASYNC_MAX] = ret;
+	sf->count++;
+	spin_unlock(&sf->lock);
+	atomic_inc(&sdev->async_pending);
+	schedule_delayed_work(&sdev->poll_work, SLSVIRT_POLL_INTERVAL);
+	/*
+	 * The doorbell re-read the epochs: if the ticket settled that fast, its
+	 * interrupt came before the ticket was queued and woke no poll()er.
+	 */
+	if (slsvirt_epoch_state(sdev, ret, &durable) != SLSVIRT_PENDING)
+		wake_up_all(&sdev->epoch_wq);
 
 out_unlock:
 	mutex_unlock(&sdev->cmd_lock);
@@ -201,8 +280,45 @@ static void slsvirt_poll_epochs(struct slsvirt_dev *sdev, u64 target, int irqs_b
 	mutex_unlock(&sdev->cmd_lock);
 }
 
-static long slsvirt_ioctl_persist(struct slsvirt_dev *sdev, void __user *uarg)
+/*
+ * Lost-interrupt net for poll() and O_NONBLOCK readers, who do not re-read
+ * the registers themselves: runs every SLSVIRT_POLL_INTERVAL while any
+ * ticket is queued. Silent: an interrupt racing with this read is normal.
+ */
+static void slsvirt_poll_work(struct work_struct *work)
 {
+	struct slsvirt_dev *sdev = container_of(to_delayed_work(work),
+						struct slsvirt_dev, poll_work);
+	u64 durable, failed;
+	unsigned long flags;
+	bool moved;
+
+	mutex_lock(&sdev->cmd_lock);
+	if (sdev->gone) {
+		mutex_unlock(&sdev->cmd_lock);
+		return;
+	}
+	spin_lock_irqsave(&sdev->epoch_lock, flags);
+	durable = sdev->durable_epoch;
+	failed = sdev->failed_epoch;
+	spin_unlock_irqrestore(&sdev->epoch_lock, flags);
+	slsvirt_refresh_epochs(sdev);
+	spin_lock_irqsave(&sdev->epoch_lock, flags);
+	moved = durable != sdev->durable_epoch || failed != sdev->failed_epoch;
+	spin_unlock_irqrestore(&sdev->epoch_lock, flags);
+	mutex_unlock(&sdev->cmd_lock);
+
+	if (moved)
+		wake_up_all(&sdev->epoch_wq);
+	/* remove() sets gone before cancel_delayed_work_sync(): no re-arm after. */
+	if (atomic_read(&sdev->async_pending) && !READ_ONCE(sdev->gone))
+		schedule_delayed_work(&sdev->poll_work, SLSVIRT_POLL_INTERVAL);
+}
+
+static long slsvirt_ioctl_persist(struct slsvirt_file *sf,
+				  struct slsvirt_persist __user *uarg)
+{
+	struct slsvirt_dev *sdev = sf->sdev;
 	struct slsvirt_persist req;
 	enum slsvirt_wait_result res;
 	u64 durable;
@@ -212,11 +328,22 @@ static long slsvirt_ioctl_persist(struct slsvirt_dev *sdev, void __user *uarg)
 
 	if (copy_from_user(&req, uarg, sizeof(req)))
 		return -EFAULT;
-	if (req.flags || req.reserved0)
+	if ((req.flags & ~SLSVIRT_PERSIST_ASYNC) || req.reserved0)
 		return -EINVAL;
 	for (i = 0; i < ARRAY_SIZE(req.reserved); i++)
 		if (req.reserved[i])
 			return -EINVAL;
+	/* A read-only argument fails before a ticket exists, not after. */
+	if (put_user(0ULL, &uarg->epoch))
+		return -EFAULT;
+
+	if (req.flags & SLSVIRT_PERSIST_ASYNC) {
+		target = slsvirt_persist_async(sf);
+		if (target < 0)
+			return target;
+		/* The ticket stays queued: its completion is still delivered. */
+		return put_user((u64)target, &uarg->epoch) ? -EFAULT : 0;
+	}
 
 	target = slsvirt_persist_doorbell(sdev);
 	if (target < 0)
@@ -252,6 +379,42 @@ static long slsvirt_ioctl_persist(struct slsvirt_dev *sdev, void __user *uarg)
 
 	req.epoch = durable;
 	if (copy_to_user(uarg, &req, sizeof(req)))
+		return -EFAULT;
+	return 0;
+}
+
+static long slsvirt_ioctl_get_epoch(struct slsvirt_dev *sdev,
+				    struct slsvirt_epoch_info __user *uarg)
+{
+	struct slsvirt_epoch_info ei;
+	u32 status;
+	size_t i;
+
+	if (copy_from_user(&ei, uarg, sizeof(ei)))
+		return -EFAULT;
+	if (ei.flags)
+		return -EINVAL;
+	for (i = 0; i < ARRAY_SIZE(ei.reserved); i++)
+		if (ei.reserved[i])
+			return -EINVAL;
+
+	mutex_lock(&sdev->cmd_lock);
+	if (sdev->gone) {
+		mutex_unlock(&sdev->cmd_lock);
+		return -ENODEV;
+	}
+	/* CURRENT first: see the uAPI contract. */
+	ei.current_epoch = readq(sdev->regs + SLSVIRT_REG_CURRENT_EPOCH);
+	ei.durable_epoch = readq(sdev->regs + SLSVIRT_REG_DURABLE_EPOCH);
+	ei.failed_epoch = readq(sdev->regs + SLSVIRT_REG_FAILED_EPOCH);
+	status = readl(sdev->regs + SLSVIRT_REG_STATUS);
+	mutex_unlock(&sdev->cmd_lock);
+
+	ei.host_status = 0;
+	if (status & SLSVIRT_STATUS_CHECKPOINTING)
+		ei.host_status |= SLSVIRT_INFO_CHECKPOINTING;
+
+	if (copy_to_user(uarg, &ei, sizeof(ei)))
 		return -EFAULT;
 	return 0;
 }
@@ -293,17 +456,164 @@ static long slsvirt_ioctl_get_info(struct slsvirt_dev *sdev, void __user *uarg)
 
 static long slsvirt_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
-	struct slsvirt_dev *sdev = file->private_data;
+	struct slsvirt_file *sf = file->private_data;
 	void __user *uarg = (void __user *)arg;
 
 	switch (cmd) {
 	case SLSVIRT_IOC_GET_INFO:
-		return slsvirt_ioctl_get_info(sdev, uarg);
+		return slsvirt_ioctl_get_info(sf->sdev, uarg);
 	case SLSVIRT_IOC_PERSIST:
-		return slsvirt_ioctl_persist(sdev, uarg);
+		return slsvirt_ioctl_persist(sf, uarg);
+	case SLSVIRT_IOC_GET_EPOCH:
+		return slsvirt_ioctl_get_epoch(sf->sdev, uarg);
 	default:
 		return -ENOTTY;
 	}
+}
+
+static int slsvirt_completion_status(enum slsvirt_wait_result res)
+{
+	switch (res) {
+	case SLSVIRT_DURABLE:
+		return 0;
+	case SLSVIRT_GONE:
+		return -ENODEV;
+	case SLSVIRT_FAILED:
+	default:
+		return -EIO;
+	}
+}
+
+/*
+ * Fill up to @max records for the settled prefix of @sf's FIFO without
+ * popping it; returns how many. Caller holds read_lock.
+ */
+static unsigned int slsvirt_peek_completions(struct slsvirt_file *sf,
+					     struct slsvirt_completion *recs,
+					     unsigned int max)
+{
+	enum slsvirt_wait_result res;
+	unsigned int n;
+	u64 durable;
+
+	spin_lock(&sf->lock);
+	for (n = 0; n < min(max, sf->count); n++) {
+		u64 ticket = sf->tickets[(sf->head + n) % SLSVIRT_ASYNC_MAX];
+
+		res = slsvirt_epoch_state(sf->sdev, ticket, &durable);
+		if (res == SLSVIRT_PENDING)
+			break;
+		recs[n] = (struct slsvirt_completion) {
+			.ticket = ticket,
+			.epoch = durable,
+			.status = slsvirt_completion_status(res),
+		};
+	}
+	spin_unlock(&sf->lock);
+	return n;
+}
+
+static void slsvirt_pop_completions(struct slsvirt_file *sf, unsigned int n)
+{
+	spin_lock(&sf->lock);
+	sf->head = (sf->head + n) % SLSVIRT_ASYNC_MAX;
+	sf->count -= n;
+	spin_unlock(&sf->lock);
+	atomic_sub(n, &sf->sdev->async_pending);
+}
+
+/* Is the oldest queued ticket settled? -ENOMSG/-ENODEV if none is queued. */
+static int slsvirt_head_state(struct slsvirt_file *sf, u64 *ticket, bool *settled)
+{
+	u64 durable;
+	int ret = 0;
+
+	spin_lock(&sf->lock);
+	if (!sf->count) {
+		ret = READ_ONCE(sf->sdev->gone) ? -ENODEV : -ENOMSG;
+	} else {
+		*ticket = sf->tickets[sf->head];
+		*settled = slsvirt_epoch_state(sf->sdev, *ticket, &durable) !=
+			   SLSVIRT_PENDING;
+	}
+	spin_unlock(&sf->lock);
+	return ret;
+}
+
+/*
+ * Wait until the oldest queued ticket settled. Caller holds read_lock, so
+ * the head cannot be popped under us (writers only append).
+ */
+static int slsvirt_wait_head(struct slsvirt_file *sf, bool nonblock)
+{
+	struct slsvirt_dev *sdev = sf->sdev;
+	bool settled;
+	u64 ticket, durable;
+	long wret;
+	int ret;
+
+	ret = slsvirt_head_state(sf, &ticket, &settled);
+	if (ret || settled)
+		return ret;
+	if (nonblock)
+		return -EAGAIN;
+	for (;;) {
+		int irqs_before = atomic_read(&sdev->irq_count);
+
+		wret = wait_event_interruptible_timeout(sdev->epoch_wq,
+				slsvirt_epoch_state(sdev, ticket, &durable) != SLSVIRT_PENDING,
+				SLSVIRT_POLL_INTERVAL);
+		if (wret < 0)
+			return wret;	/* -ERESTARTSYS; the ticket stays queued */
+		if (wret > 0)
+			return 0;
+		slsvirt_poll_epochs(sdev, ticket, irqs_before);
+	}
+}
+
+static ssize_t slsvirt_read(struct file *file, char __user *buf, size_t count,
+			    loff_t *ppos)
+{
+	struct slsvirt_file *sf = file->private_data;
+	struct slsvirt_completion recs[SLSVIRT_READ_BATCH];
+	size_t max = count / sizeof(recs[0]), done = 0;
+	int ret;
+
+	if (!max)
+		return -EINVAL;
+	if (mutex_lock_interruptible(&sf->read_lock))
+		return -ERESTARTSYS;
+	ret = slsvirt_wait_head(sf, file->f_flags & O_NONBLOCK);
+	while (!ret && done < max) {
+		unsigned int n = slsvirt_peek_completions(sf, recs,
+				min_t(size_t, max - done, ARRAY_SIZE(recs)));
+
+		if (!n)
+			break;
+		if (copy_to_user(buf + done * sizeof(recs[0]), recs, n * sizeof(recs[0]))) {
+			ret = -EFAULT;	/* nothing popped: the records stay */
+			break;
+		}
+		slsvirt_pop_completions(sf, n);
+		done += n;
+	}
+	mutex_unlock(&sf->read_lock);
+	return done ? done * sizeof(recs[0]) : ret;
+}
+
+static __poll_t slsvirt_poll(struct file *file, poll_table *wait)
+{
+	struct slsvirt_file *sf = file->private_data;
+	__poll_t mask = 0;
+	bool settled;
+	u64 ticket;
+
+	poll_wait(file, &sf->sdev->epoch_wq, wait);
+	if (!slsvirt_head_state(sf, &ticket, &settled) && settled)
+		mask |= EPOLLIN | EPOLLRDNORM;
+	if (READ_ONCE(sf->sdev->gone))
+		mask |= EPOLLERR;
+	return mask;
 }
 
 /* Called by misc_open() under misc_mtx, so the device is still registered. */
@@ -311,15 +621,27 @@ static int slsvirt_open(struct inode *inode, struct file *file)
 {
 	struct slsvirt_dev *sdev = container_of(file->private_data,
 						struct slsvirt_dev, misc);
+	struct slsvirt_file *sf;
 
+	sf = kzalloc(sizeof(*sf), GFP_KERNEL);
+	if (!sf)
+		return -ENOMEM;
+	mutex_init(&sf->read_lock);
+	spin_lock_init(&sf->lock);
 	kref_get(&sdev->ref);
-	file->private_data = sdev;
+	sf->sdev = sdev;
+	file->private_data = sf;
 	return 0;
 }
 
 static int slsvirt_file_release(struct inode *inode, struct file *file)
 {
-	slsvirt_put(file->private_data);
+	struct slsvirt_file *sf = file->private_data;
+
+	atomic_sub(sf->count, &sf->sdev->async_pending);
+	slsvirt_put(sf->sdev);
+	mutex_destroy(&sf->read_lock);
+	kfree(sf);
 	return 0;
 }
 
@@ -327,6 +649,8 @@ static const struct file_operations slsvirt_fops = {
 	.owner		= THIS_MODULE,
 	.open		= slsvirt_open,
 	.release	= slsvirt_file_release,
+	.read		= slsvirt_read,
+	.poll		= slsvirt_poll,
 	.unlocked_ioctl	= slsvirt_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
 	.llseek		= noop_llseek,
@@ -354,6 +678,7 @@ static int slsvirt_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	mutex_init(&sdev->cmd_lock);
 	spin_lock_init(&sdev->epoch_lock);
 	init_waitqueue_head(&sdev->epoch_wq);
+	INIT_DELAYED_WORK(&sdev->poll_work, slsvirt_poll_work);
 	/* Registered before the IRQ, so it runs after free_irq() on unbind. */
 	ret = devm_add_action_or_reset(dev, slsvirt_put_action, sdev);
 	if (ret)
@@ -419,7 +744,9 @@ static void slsvirt_remove(struct pci_dev *pdev)
 	sdev->gone = true;
 	spin_unlock_irqrestore(&sdev->epoch_lock, flags);
 	mutex_unlock(&sdev->cmd_lock);
+	/* Sync waiters, readers and poll()ers: their tickets now read -ENODEV. */
 	wake_up_all(&sdev->epoch_wq);
+	cancel_delayed_work_sync(&sdev->poll_work);
 
 	misc_deregister(&sdev->misc);
 	/* devres then frees the IRQ, vectors and mapping, and drops our reference. */

@@ -1,22 +1,33 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * libslsvirt: thin wrappers around the /dev/slsvirt ioctls
- * (include/uapi/linux/slsvirt.h).
+ * (include/uapi/linux/slsvirt.h). C++ callers: slsvirt.hpp wraps this.
  *
- * Every function returns 0 (or an fd) on success and -1 with errno set on
- * failure, like the system calls it wraps. errno values:
- *   EIO     host not checkpointing, or the checkpoint failed
- *   EINTR   a signal interrupted the wait (PERSIST; nothing was lost: call
- *           again)
- *   ENODEV  the device went away
- *   ENOENT  no /dev/slsvirt (driver not loaded or no device)
+ * Every function returns 0 (or an fd, or a count) on success and -1 with
+ * errno set on failure, like the system calls it wraps. errno values:
+ *   EIO       host not checkpointing (at once, no wait), or the checkpoint
+ *             failed
+ *   EINTR     a signal interrupted a wait (nothing was lost: call again;
+ *             an asynchronous ticket stays queued)
+ *   ENODEV    the device went away
+ *   ENOENT    no /dev/slsvirt (driver not loaded or no device)
+ *   EINVAL    old driver without the requested feature (e.g. async PERSIST)
+ *   ENOTTY    old driver without the requested ioctl (GET_EPOCH)
+ *   EBUSY     SLSVIRT_ASYNC_MAX tickets already queued on this fd
+ *   ENOMSG    slsvirt_wait()/slsvirt_read_completions(): no ticket queued
+ *   ETIMEDOUT slsvirt_wait(): the timeout passed first
  */
 #ifndef SLSVIRT_USER_H
 #define SLSVIRT_USER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <linux/slsvirt.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 #define SLSVIRT_DEV_PATH "/dev/" SLSVIRT_DEV_NAME
 
@@ -30,7 +41,43 @@ int slsvirt_open(void);
  */
 int slsvirt_persist(int fd, uint64_t *epoch);
 
+/*
+ * Asynchronous barrier: returns at once; @ticket receives the epoch that
+ * will cover every write made before the call. The writes are durable once
+ * a completion for the ticket reports status 0 (slsvirt_wait(), or poll()
+ * for POLLIN and slsvirt_read_completions()), or once GET_EPOCH shows
+ * durable_epoch >= ticket. Each call queues one completion on @fd.
+ */
+int slsvirt_persist_async(int fd, uint64_t *ticket);
+
+/*
+ * Read up to @max ready completions (blocks unless @fd is O_NONBLOCK).
+ * Returns how many (>= 1), or -1: EAGAIN (O_NONBLOCK, none ready yet),
+ * ENOMSG (no ticket queued), ENODEV, EINTR.
+ */
+int slsvirt_read_completions(int fd, struct slsvirt_completion *recs, size_t max);
+
+/*
+ * Wait until @ticket (from slsvirt_persist_async() on this @fd) settled:
+ * 0 if durable (@epoch, may be NULL, gets the durable epoch), else -1 with
+ * EIO (that epoch failed: persist again), ENODEV, ETIMEDOUT (after
+ * @timeout_ms; -1 = no limit; the ticket stays queued), EINTR or ENOMSG.
+ * With a timeout it poll()s first (a fd with no ticket queued then times
+ * out; without one, read() fails with ENOMSG at once).
+ * Completions arrive in ticket order; this consumes the ones of tickets
+ * up to and including @ticket (one completion for @ticket itself), so wait
+ * for the tickets of one fd in the order they were issued.
+ */
+int slsvirt_wait(int fd, uint64_t ticket, int timeout_ms, uint64_t *epoch);
+
+/* Current, durable and failed epoch (flags and reserved are zeroed by the call). */
+int slsvirt_get_epoch(int fd, struct slsvirt_epoch_info *ei);
+
 /* Fill @info (flags and reserved are zeroed by the call). */
 int slsvirt_info(int fd, struct slsvirt_info *info);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* SLSVIRT_USER_H */

@@ -6,6 +6,9 @@
  * __u64, every struct has a flags field and reserved space that must be
  * zero (non-zero is rejected with -EINVAL), unknown commands get -ENOTTY.
  * A new behaviour is a new command number, never a version field.
+ * Unknown flag bits are rejected with -EINVAL, so a program can tell an old
+ * driver (no SLSVIRT_PERSIST_ASYNC, -EINVAL) and an old ioctl set
+ * (no SLSVIRT_IOC_GET_EPOCH, -ENOTTY) from a new one.
  */
 #ifndef _UAPI_LINUX_SLSVIRT_H
 #define _UAPI_LINUX_SLSVIRT_H
@@ -37,20 +40,106 @@ struct slsvirt_info {
 #define SLSVIRT_INFO_CHECKPOINTING	(1u << 0)	/* host store attached */
 
 /*
- * SLSVIRT_IOC_PERSIST: durability barrier. Returns once every guest memory
- * write made before the call is part of a durable checkpoint; @epoch is that
- * checkpoint. Blocks interruptibly (-ERESTARTSYS on a signal).
- * Errors: -EIO if the host is not checkpointing or the checkpoint failed,
- * -EINVAL for non-zero flags/reserved, -EFAULT for a bad pointer.
+ * SLSVIRT_IOC_PERSIST: durability barrier for every guest memory write made
+ * before the call (by any thread or process of the guest).
+ *
+ * flags == 0 (synchronous): returns once those writes are part of a durable
+ * checkpoint; @epoch is the newest durable epoch at that moment (>= the
+ * ticket below). Blocks interruptibly (-ERESTARTSYS on a signal: nothing is
+ * lost, call again).
+ *
+ * flags == SLSVIRT_PERSIST_ASYNC: returns at once with @epoch = the ticket,
+ * i.e. the epoch that will cover the writes. The writes are durable once
+ * durable_epoch >= ticket (SLSVIRT_IOC_GET_EPOCH). The ticket is queued on
+ * this open file; its completion is delivered by read() and poll() on the
+ * same file (see "Completions" below). At most SLSVIRT_ASYNC_MAX tickets may
+ * be queued per open file; one more fails with -EBUSY until read() has
+ * consumed a completion.
+ *
+ * Coalescing: callers share epochs. A ticket is the epoch the device will
+ * capture next; while one capture is in flight, every request joins the one
+ * after it. N concurrent callers cost one epoch, and a caller waits for at
+ * most two epochs (the one in flight and its own).
+ *
+ * Errors (both modes; the asynchronous ones without queuing a ticket):
+ *   -EIO     the host is not checkpointing (no store attached): at once, no
+ *            wait; or (sync) the epoch failed on the host
+ *   -ENODEV  the device was removed (unbound); also for waiters woken by it
+ *   -EBUSY   (async) SLSVIRT_ASYNC_MAX tickets already queued on this file
+ *   -EINVAL  unknown flag bits, or non-zero reserved fields
+ *   -EFAULT  bad pointer (checked before anything is requested)
  */
 struct slsvirt_persist {
-	__u32 flags;		/* in: must be 0 (no flags defined yet) */
+	__u32 flags;		/* in: 0 or SLSVIRT_PERSIST_ASYNC */
 	__u32 reserved0;	/* in: must be 0 */
-	__u64 epoch;		/* out: durable epoch that covers the caller's writes */
+	__u64 epoch;		/* out: sync: durable epoch covering the caller's writes;
+				 *      async: the ticket */
+	__u64 reserved[4];	/* in: must be 0 */
+};
+
+/* slsvirt_persist.flags */
+#define SLSVIRT_PERSIST_ASYNC	(1u << 0)	/* return a ticket, complete via read()/poll() */
+
+#define SLSVIRT_ASYNC_MAX	64	/* tickets queued per open file */
+
+/*
+ * Completions of asynchronous PERSISTs: read() on /dev/slsvirt.
+ *
+ * Every successful SLSVIRT_PERSIST_ASYNC queues exactly one ticket on its
+ * open file, and produces exactly one struct slsvirt_completion, delivered
+ * in the order the tickets were issued (tickets never decrease, so records
+ * arrive in ticket order; several requests in one epoch give several
+ * records with the same ticket). A record is ready when its ticket settled:
+ *   status 0        durable_epoch >= ticket: the writes are durable
+ *   status -EIO     the epoch failed on the host (failed_epoch >= ticket
+ *                   while durable_epoch < ticket); call PERSIST again
+ *   status -ENODEV  the device was removed before the ticket settled
+ * @epoch is the newest durable epoch when the record was produced (so
+ * @epoch >= @ticket exactly when @status is 0).
+ *
+ * read(fd, buf, count): count must be at least sizeof(struct
+ * slsvirt_completion) (else -EINVAL); returns as many whole ready records as
+ * fit, at least one. With no record ready it blocks interruptibly until the
+ * oldest queued ticket settles (-EAGAIN with O_NONBLOCK, -ERESTARTSYS on a
+ * signal; the tickets stay queued). With no ticket queued at all it fails
+ * with -ENOMSG at once rather than wait for nothing; after the device is
+ * removed and the queue is drained, with -ENODEV. Concurrent readers of one
+ * file each get distinct records. write() is not supported.
+ *
+ * poll()/select()/epoll on the same file:
+ *   POLLIN | POLLRDNORM  at least one record is ready (read() won't block)
+ *   POLLERR              the device was removed: queued tickets complete
+ *                        with -ENODEV, new requests fail; close the file
+ * POLLOUT is never reported. Each open file has its own queue, so an event
+ * loop can wait on many files (many tickets each) in one poll().
+ */
+struct slsvirt_completion {
+	__u64 ticket;		/* the epoch SLSVIRT_PERSIST_ASYNC returned */
+	__u64 epoch;		/* newest durable epoch when the ticket settled */
+	__s32 status;		/* 0, -EIO or -ENODEV (see above) */
+	__u32 reserved;		/* 0 */
+};
+
+/*
+ * SLSVIRT_IOC_GET_EPOCH: where checkpointing stands, read from the device.
+ * in:  flags and reserved must be zero (-EINVAL otherwise).
+ * out: the rest. current_epoch is read first: a PERSIST issued after this
+ * call gets a ticket >= current_epoch. While a VM runs, the host keeps one
+ * capture in flight at most, so current_epoch - max(durable_epoch,
+ * failed_epoch) is 1 or 2 once the first epoch settled.
+ * Errors: -ENODEV after removal, -EFAULT.
+ */
+struct slsvirt_epoch_info {
+	__u32 flags;		/* in: must be 0 */
+	__u32 host_status;	/* out: SLSVIRT_INFO_* bits */
+	__u64 current_epoch;	/* out: epoch the next capture will carry */
+	__u64 durable_epoch;	/* out: newest durable epoch, 0 = none */
+	__u64 failed_epoch;	/* out: newest epoch that failed, 0 = none */
 	__u64 reserved[4];	/* in: must be 0 */
 };
 
 #define SLSVIRT_IOC_GET_INFO	_IOWR(SLSVIRT_IOC_MAGIC, 0x00, struct slsvirt_info)
 #define SLSVIRT_IOC_PERSIST	_IOWR(SLSVIRT_IOC_MAGIC, 0x01, struct slsvirt_persist)
+#define SLSVIRT_IOC_GET_EPOCH	_IOWR(SLSVIRT_IOC_MAGIC, 0x02, struct slsvirt_epoch_info)
 
 #endif /* _UAPI_LINUX_SLSVIRT_H */
