@@ -89,7 +89,10 @@ class Bench:
         d = os.path.join(self.work, name)
         os.makedirs(d, exist_ok=True)
         argv = [QEMU, "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
-                "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", self.mem,
+                # the machine slsctl runs (hostd/tools/slsctl.cpp, kMachine)
+                "-machine", "q35,sata=off,smbus=off,vmport=off",
+                "-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
+                "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", self.mem,
                 "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
                 "-chardev", f"file,id=con0,path={d}/console.log", "-serial", "chardev:con0",
                 "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",

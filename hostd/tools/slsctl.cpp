@@ -254,12 +254,21 @@ Status ensure_hostd(const Args &a)
 	return make_error(-ETIMEDOUT, "slsvirtd started but %s does not answer; log %s", sock.c_str(), log.c_str());
 }
 
+constexpr std::string_view kMachine = "q35,sata=off,smbus=off,vmport=off";
+constexpr std::string_view kMachineGlobal = "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off";
+
 std::vector<std::string> qemu_argv(const Args &a, const std::string &vm, const VmConf &c,
 				   const std::string &console, bool paused)
 {
 	const std::string rd = a.run_dir();
+	// Every epoch's stop saves all device state: the machine leaves out
+	// what a disk-less guest does not use and costs stop time (AHCI and
+	// SMBus controllers, vmport, the 256-bus ACPI PCI hotplug state:
+	// 33 -> 22 KB and about 0.2 ms per epoch). --qemu-arg -machine sata=on
+	// etc. bring them back.
 	std::vector<std::string> v = {c.qemu, "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
-				      "-machine", "q35", "-accel", "tcg", "-cpu", "max",
+				      "-machine", std::string(kMachine), "-global", std::string(kMachineGlobal),
+				      "-accel", "tcg", "-cpu", "max",
 				      "-smp", std::to_string(c.smp), "-m", c.mem,
 				      "-nodefaults", "-no-user-config", "-nographic", "-no-reboot"};
 	if (console.empty())

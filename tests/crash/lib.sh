@@ -196,7 +196,8 @@ restore_paused() {
 # busy_note: one line about restores hostd refused as "already connected".
 busy_note() {
 	local n
-	n=$(wc -l <"$LOGS/busy-retries" 2>/dev/null || echo 0)
+	n=0
+	[ -f "$LOGS/busy-retries" ] && n=$(wc -l <"$LOGS/busy-retries")
 	[ "$n" -eq 0 ] || log "note: hostd refused a restore $n time(s) with 'already connected' (old connection" \
 		"still open after SIGKILL of its QEMU); each was retried after 200 ms"
 }
