@@ -273,9 +273,11 @@ class Bench:
             raise BenchError(f"continuous checkpointing not available: {QEMU} slsvirt-pci has no "
                              "period-ms property (rebuild QEMU with the engine's continuous mode)")
 
-    def run_ours(self, rate):
-        name = f"ours-{rate}"
-        vmname = f"bench{rate}"
+    def run_ours(self, rate, cow=True):
+        """Our VM at @rate; cow=False copies pages while paused
+        (slsvirt-pci copy-before-write=off) instead of after resuming."""
+        name = f"ours-{rate}" + ("" if cow else "-copy")
+        vmname = f"bench{rate}" + ("" if cow else "c")
         run_dir = os.path.join(self.work, name, "run")
         store = os.path.join(self.work, "store")
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
@@ -286,6 +288,8 @@ class Bench:
         log(f"{name}: slsctl run --period-ms {PERIOD_MS}, {self.mem}, sls-dirty {rate} KiB/10ms")
         argv = [SLSCTL, "run", vmname, "--detach", "--mem", self.mem, "--period-ms", str(PERIOD_MS),
                 "--append", self.append_line(rate)]
+        if not cow:
+            argv += ["--qemu-arg=-global", "--qemu-arg=slsvirt-pci.copy-before-write=off"]
         con = qmp = None
         try:
             r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
@@ -318,6 +322,9 @@ class Bench:
                 samples.append(qmp.cmd("query-sls"))
             s1, t1 = samples[-1], now()
             res = self.ours_stats(s0, s1, samples, t1 - t0)
+            if bool(s1.get("copy-before-write")) != cow:
+                raise BenchError(f"query-sls copy-before-write={s1.get('copy-before-write')}, "
+                                 f"asked for {cow}")
             on1 = con.rate(t0, t1)
             res["late_ticks_on"] = on1["late_ticks"]
             # Throughput, paired in this VM: on (the window above), off, on.
@@ -389,6 +396,10 @@ class Bench:
             "epochs_failed": delta("epochs-failed") or 0, "epochs_full": delta("epochs-full"),
             "ticks_skipped": delta("ticks-skipped"), "effective_period_ms": mean("effective-period-ms"),
             "pages_per_epoch": mean("last-epoch-pages"), "backlog_mean": mean("backlog"),
+            "copy_before_write": bool(s1.get("copy-before-write")),
+            "copy_window_ms_mean": (mean("last-copy-ns") or 0) / 1e6,
+            "cow_pages": delta("cow-pages"), "cow_writer_copies": delta("cow-writer-copies"),
+            "cow_retries": delta("cow-retries"),
         }
 
     # ------------------------------------------------------------ hostd vs raw
@@ -480,12 +491,21 @@ class Bench:
                 self.error("ours", e)
                 ours_ok = False
         for rate in rates:
-            r = out["rates"][str(rate)] = {"ours": None, "stock": {}}
+            r = out["rates"][str(rate)] = {"ours": None, "ours_copy": None, "stock": {}}
             if "ours" in o.parts and ours_ok:
                 try:
                     r["ours"] = self.run_ours(rate)
                 except Exception as e:  # noqa: BLE001 -- any failure is reported, not raised
                     self.error(f"ours at {rate} KiB/10ms", e)
+                if not o.no_copy_mode:
+                    try:
+                        r["ours_copy"] = self.run_ours(rate, cow=False)
+                    except Exception as e:  # noqa: BLE001
+                        self.error(f"ours (copy while paused) at {rate} KiB/10ms", e)
+                    if r["ours_copy"]:
+                        c = r["ours_copy"]
+                        c["slowdown_ratio"] = 1 - c["throughput_on_work_per_s"] / \
+                            c["throughput_off_same_vm_work_per_s"]
             if "stock" in o.parts:
                 repeat = o.stock_repeat if rate == rates[0] else 1
                 for mech in o.mechanisms:
@@ -581,8 +601,8 @@ def print_table(out):
                 cells.append("-")
         print(f"{label:44}" + "".join(f"{c:>{w}}" for c in cells))
 
-    def ours(k, spec=".3f"):
-        return lambda r: fmt((r.get("ours") or {}).get(k), spec)
+    def ours(k, spec=".3f", which="ours"):
+        return lambda r: fmt((r.get(which) or {}).get(k), spec)
 
     def stock(m):
         def f(r):
@@ -613,6 +633,14 @@ def print_table(out):
     row("guest work/s, off (plain VMs, median)", lambda r: fmt(r.get("throughput_off_plain_vm_work_per_s"), ".0f"))
     row("slowdown (1 - on/off, same VM)", lambda r: fmt(r.get("slowdown_ratio"), ".1%"))
     row("slowdown vs plain VMs (cross-check)", lambda r: fmt(r.get("slowdown_ratio_vs_plain_vm"), ".1%"))
+    row("ours: copy window ms (mean, after resume)", ours("copy_window_ms_mean"))
+    row("ours: pages copied by writers / retries", lambda r: (
+        f"{r['ours']['cow_writer_copies']} / {r['ours']['cow_retries']}") if r.get("ours") else "-")
+    row("copy while paused: stop p50 / p99 ms", lambda r: (
+        f"{r['ours_copy']['stop_ms_p50']:.3f} / {r['ours_copy']['stop_ms_p99']:.3f}")
+        if r.get("ours_copy") else "-")
+    row("copy while paused: epochs/s", ours("epochs_per_s", ".1f", "ours_copy"))
+    row("copy while paused: slowdown (same VM)", ours("slowdown_ratio", ".1%", "ours_copy"))
     row("stock runs per mechanism (median shown)", lambda r: str(max(
         (len(v.get("runs", [])) for v in r["stock"].values()), default=0)) if r["stock"] else "-")
     row("stock migrate mapped-ram: downtime ms (total)", stock("migrate_mapped_ram"))
@@ -653,6 +681,9 @@ def main(argv):
                    help="dirty rates in KiB per 10 ms; the first is the primary one (default 1024,8192)")
     p.add_argument("--window", type=float, default=15.0, help="our measuring window in s (default 15)")
     p.add_argument("--parts", default="ours,stock,hostd", help="subset of ours,stock,hostd")
+    p.add_argument("--no-copy-mode", action="store_true",
+                   help="skip the second run of ours with copy-before-write=off (pages copied while "
+                        "paused); the headline figures are copy-before-write's either way")
     p.add_argument("--mechanisms", default="migrate_mapped_ram,savevm,background_snapshot",
                    help="stock mechanisms to run")
     p.add_argument("--stock-repeat", type=int, default=3,
