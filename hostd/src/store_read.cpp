@@ -744,7 +744,7 @@ Result<SegmentInfo> Store::newest_restorable(ScanDepth depth) const
 Result<SegmentInfo> Store::newest_valid() const { return newest_restorable(ScanDepth::full); }
 
 Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, std::span<const RamBlockMem> dest,
-				     bool zero_dest, std::mutex *lock) const
+				     bool zero_dest, std::mutex *lock, bool newest_first) const
 {
 	// Open every segment of the chain first (under `lock`, so a compaction
 	// cannot delete a link in between); the open fds keep them readable.
@@ -766,7 +766,13 @@ Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, std::sp
 	LoadResult res;
 	const auto target = static_cast<unsigned long long>(chain.back());
 	bool zeroed = !zero_dest;
-	for (size_t ci = 0; ci < chain.size(); ci++) {
+	// newest_first: pages already taken from a newer segment, per dest block.
+	std::vector<std::vector<bool>> applied;
+	if (newest_first)
+		for (const auto &d : dest)
+			applied.emplace_back(d.length / fmt::kPageSize, false);
+	for (size_t step = 0; step < chain.size(); step++) {
+		const size_t ci = newest_first ? chain.size() - 1 - step : step;
 		Parsed parsed;
 		SegmentInfo info;
 		info.path = segment_path(chain[ci]);
@@ -803,46 +809,79 @@ Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, std::sp
 				memset(d.base, 0, d.length);
 			zeroed = true;
 		}
+		// Which entries to apply: all (oldest first), or those no newer
+		// segment (nor a later entry of this one) has written.
+		std::vector<std::vector<char>> take(parsed.pages.size());
+		for (size_t r = parsed.pages.size(); r-- > 0;) {
+			const auto &pr = parsed.pages[r];
+			take[r].assign(pr.index.size(), 1);
+			if (!newest_first)
+				continue;
+			for (size_t i = pr.index.size(); i-- > 0;) {
+				const auto &e = pr.index[i];
+				auto bit = applied[static_cast<size_t>(map[e.block_id])][e.offset / fmt::kPageSize];
+				take[r][i] = !bit;
+				bit = true;
+			}
+		}
 		std::vector<struct iovec> iov;
 		std::vector<size_t> iov_entry;	// index entry of each iovec
-		for (const auto &pr : parsed.pages) {
+		std::vector<uint64_t> iov_slot;	// its data slot in the record
+		for (size_t r = 0; r < parsed.pages.size(); r++) {
+			const auto &pr = parsed.pages[r];
 			iov.clear();
 			iov_entry.clear();
+			iov_slot.clear();
+			uint64_t slot = 0;
 			for (size_t i = 0; i < pr.index.size(); i++) {
 				const auto &e = pr.index[i];
 				unsigned char *at = dest[static_cast<size_t>(map[e.block_id])].base + e.offset;
 				if (e.flags & fmt::kPageFZero) {
-					memset(at, 0, fmt::kPageSize);
-					res.zero_pages++;
+					if (take[r][i]) {
+						memset(at, 0, fmt::kPageSize);
+						res.zero_pages++;
+					}
 					continue;
 				}
-				iov.push_back({at, fmt::kPageSize});
-				iov_entry.push_back(i);
+				if (take[r][i]) {
+					iov.push_back({at, fmt::kPageSize});
+					iov_entry.push_back(i);
+					iov_slot.push_back(slot);
+				}
+				slot++;
 			}
-			size_t done = 0;	// pages complete
-			while (done < iov.size()) {
-				int cnt = static_cast<int>(std::min<size_t>(iov.size() - done, IOV_MAX));
-				ssize_t n = ::preadv(fds[ci].get(), iov.data() + done, cnt,
-						     static_cast<off_t>(pr.data_pos + done * fmt::kPageSize));
-				if (n < 0 && errno == EINTR)
-					continue;
-				if (n < 0)
-					return errno_error("read pages of " + info.path);
-				if (n == 0)
-					return make_error(-EBADMSG, "epoch %llu: unexpected end of file in record %u", ep,
-							  pr.recno);
-				if (n % fmt::kPageSize) {
-					// Partial page: finish that one page with pread, then go on.
-					size_t page = done + static_cast<size_t>(n) / fmt::kPageSize;
-					size_t got = static_cast<size_t>(n) % fmt::kPageSize;
-					auto *base = static_cast<unsigned char *>(iov[page].iov_base);
-					SLS_TRY(pread_full(fds[ci].get(), base + got, fmt::kPageSize - got,
-							   static_cast<off_t>(pr.data_pos + page * fmt::kPageSize + got),
-							   "read page"));
-					done = page + 1;
-				} else {
-					done += static_cast<size_t>(n) / fmt::kPageSize;
+			// One preadv per run of consecutive data slots (IOV_MAX at most).
+			for (size_t run = 0; run < iov.size();) {
+				size_t end = run + 1;
+				while (end < iov.size() && end - run < IOV_MAX && iov_slot[end] == iov_slot[end - 1] + 1)
+					end++;
+				const uint64_t pos = pr.data_pos + iov_slot[run] * fmt::kPageSize;
+				size_t done = 0;	// pages of the run complete
+				while (done < end - run) {
+					int cnt = static_cast<int>(end - run - done);
+					ssize_t n = ::preadv(fds[ci].get(), iov.data() + run + done, cnt,
+							     static_cast<off_t>(pos + done * fmt::kPageSize));
+					if (n < 0 && errno == EINTR)
+						continue;
+					if (n < 0)
+						return errno_error("read pages of " + info.path);
+					if (n == 0)
+						return make_error(-EBADMSG, "epoch %llu: unexpected end of file in record %u", ep,
+								  pr.recno);
+					if (n % fmt::kPageSize) {
+						// Partial page: finish that one page with pread, then go on.
+						size_t page = done + static_cast<size_t>(n) / fmt::kPageSize;
+						size_t got = static_cast<size_t>(n) % fmt::kPageSize;
+						auto *base = static_cast<unsigned char *>(iov[run + page].iov_base);
+						SLS_TRY(pread_full(fds[ci].get(), base + got, fmt::kPageSize - got,
+								   static_cast<off_t>(pos + page * fmt::kPageSize + got),
+								   "read page"));
+						done = page + 1;
+					} else {
+						done += static_cast<size_t>(n) / fmt::kPageSize;
+					}
 				}
+				run = end;
 			}
 			for (size_t k = 0; k < iov.size(); k++) {
 				const auto &e = pr.index[iov_entry[k]];
@@ -978,7 +1017,7 @@ Result<CompactStats> Store::compact(const RetentionPlan &plan, const FaultPlan &
 			at += b.length;
 		}
 		const uint64_t t1 = mono_ns();
-		auto lr = load_chain(v->chain, blocks, false, lock);
+		auto lr = load_chain(v->chain, blocks, false, lock, true);
 		if (!lr)
 			return make_error(lr.code(), "compaction of epoch %llu: %s", static_cast<unsigned long long>(e),
 					  lr.message().c_str());

@@ -1,3 +1,6 @@
+#include <limits.h>
+
+#include <algorithm>
 #include <cstring>
 
 #include "slsvirt/uring.hpp"
@@ -77,17 +80,35 @@ Status UringFileWriter::submit_op(uint32_t slot, bool drain)
 	}
 	Op &op = ops_[slot];
 	if (op.kind == UringOpKind::write) {
-		size_t left = op.len - op.done;
-		unsigned chunk = left > (1u << 30) ? (1u << 30) : static_cast<unsigned>(left);
+		size_t chunk = std::min<size_t>(op.len - op.done, 1u << 30);
 		// Fault: a first submission of about half the length; the kernel
 		// really writes fewer bytes and the completion is short.
 		if (faults_.short_writes && op.done == 0) {
-			unsigned a = faults_.short_align ? faults_.short_align : 1;
-			unsigned half = chunk / 2 / a * a;
+			size_t a = faults_.short_align ? faults_.short_align : 1;
+			size_t half = chunk / 2 / a * a;
 			if (half > 0 && half < chunk)
 				chunk = a == 1 ? half + (chunk > 2 ? 1 : 0) : half;
 		}
-		io_uring_prep_write(sqe, op.fd, op.buf + op.done, chunk, op.off + op.done);
+		// The iovecs covering [done, done + chunk).
+		op.sub.clear();
+		size_t skip = op.done, want = chunk;
+		for (const auto &v : op.iov) {
+			if (!want)
+				break;
+			if (skip >= v.iov_len) {
+				skip -= v.iov_len;
+				continue;
+			}
+			size_t n = std::min(v.iov_len - skip, want);
+			op.sub.push_back({static_cast<unsigned char *>(v.iov_base) + skip, n});
+			want -= n;
+			skip = 0;
+		}
+		if (op.sub.size() == 1)
+			io_uring_prep_write(sqe, op.fd, op.sub[0].iov_base, static_cast<unsigned>(chunk), op.off + op.done);
+		else
+			io_uring_prep_writev(sqe, op.fd, op.sub.data(), static_cast<unsigned>(op.sub.size()),
+					     op.off + op.done);
 		if (barriers_in_flight_)
 			resumed_behind_barrier_ = true;
 	} else if (op.kind == UringOpKind::fdatasync) {
@@ -187,18 +208,34 @@ Status UringFileWriter::reap(unsigned min_complete)
 	return st;
 }
 
-Status UringFileWriter::write(const void *buf, size_t len, uint64_t off, uint32_t record)
+Status UringFileWriter::queue_write(Op op)
 {
 	if (!first_error_.ok())
 		return first_error_;
-	if (len == 0)
+	if (op.len == 0)
 		return {};
 	uint32_t slot = alloc_slot();
-	ops_[slot] = Op{UringOpKind::write, fd_, static_cast<const unsigned char *>(buf), len, 0, off, record, true};
+	ops_[slot] = std::move(op);
 	Status s = submit_op(slot);
 	if (!s.ok())
 		first_error_ = s;
 	return s;
+}
+
+Status UringFileWriter::write(const void *buf, size_t len, uint64_t off, uint32_t record)
+{
+	return queue_write(Op{UringOpKind::write, fd_, {{const_cast<void *>(buf), len}}, len, 0, off, record, true, {}});
+}
+
+Status UringFileWriter::writev(const struct iovec *iov, size_t n, uint64_t off, uint32_t record)
+{
+	if (n > IOV_MAX)
+		return make_error(-EINVAL, "%s: %zu iovecs in one write (at most %d)", what_.c_str(), n, IOV_MAX);
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++)
+		len += iov[i].iov_len;
+	return queue_write(Op{UringOpKind::write, fd_, std::vector<struct iovec>(iov, iov + n), len, 0, off, record,
+			      true, {}});
 }
 
 Status UringFileWriter::submit()
@@ -233,14 +270,14 @@ Status UringFileWriter::fdatasync(int other_fd)
 	resumed_behind_barrier_ = false;
 	if (other_fd >= 0) {
 		uint32_t o = alloc_slot();
-		ops_[o] = Op{UringOpKind::fsync_other, other_fd, nullptr, 0, 0, 0, 0, true};
+		ops_[o] = Op{UringOpKind::fsync_other, other_fd, {}, 0, 0, 0, 0, true, {}};
 		if (Status s = submit_op(o); !s.ok()) {
 			first_error_ = s;
 			return drain();
 		}
 	}
 	uint32_t slot = alloc_slot();
-	ops_[slot] = Op{UringOpKind::fdatasync, fd_, nullptr, 0, 0, 0, 0, true};
+	ops_[slot] = Op{UringOpKind::fdatasync, fd_, {}, 0, 0, 0, 0, true, {}};
 	if (Status s = submit_op(slot, true); !s.ok()) {
 		first_error_ = s;
 		return drain();
@@ -250,7 +287,7 @@ Status UringFileWriter::fdatasync(int other_fd)
 		// A short write's remainder went in after the barrier: sync again.
 		resumed_behind_barrier_ = false;
 		slot = alloc_slot();
-		ops_[slot] = Op{UringOpKind::fdatasync, fd_, nullptr, 0, 0, 0, 0, true};
+		ops_[slot] = Op{UringOpKind::fdatasync, fd_, {}, 0, 0, 0, 0, true, {}};
 		if (Status s = submit_op(slot, true); !s.ok())
 			first_error_ = s;
 		return drain();

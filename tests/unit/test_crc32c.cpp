@@ -24,7 +24,8 @@ TEST(Crc32c, HardwareMatchesPortableAndChains)
 {
 	std::vector<unsigned char> buf(10000);
 	test::fill_random(buf.data(), buf.size(), 7);
-	for (size_t len : {0ul, 1ul, 7ul, 8ul, 9ul, 63ul, 4096ul, 9990ul}) {
+	// Lengths around the 3-lane stripe (3 x 1360 bytes) and its multiples.
+	for (size_t len : {0ul, 1ul, 7ul, 8ul, 9ul, 63ul, 4079ul, 4080ul, 4081ul, 4096ul, 8160ul, 8167ul, 9990ul}) {
 		for (size_t off : {0ul, 1ul, 3ul}) {
 			uint32_t p = crc32c_portable(buf.data() + off, len);
 			EXPECT_EQ(crc32c(buf.data() + off, len), p) << len << " " << off;

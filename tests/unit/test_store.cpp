@@ -1,6 +1,8 @@
 // Store: real io_uring writes into a temp dir, then every way to break a segment.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -10,10 +12,13 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 
 #include "slsvirt/crc32c.hpp"
+#include "slsvirt/fd.hpp"
 #include "slsvirt/store.hpp"
 #include "slsvirt/store_format.hpp"
+#include "slsvirt/uring.hpp"
 #include "test_util.hpp"
 
 using namespace slsvirt;
@@ -1014,4 +1019,134 @@ TEST_F(ChainTest, CommitContentCrcCoversEveryRecord)
 	test::write_file(p, orig);
 	EXPECT_EQ(store->scan(2, ScanDepth::full).status, SegmentStatus::valid);
 	expect_restores(g, 2);
+}
+
+// ---- gathered writes and newest-copy-only compaction ----
+
+TEST(UringWriter, WritevIsResumedAfterShortWritesAndRejectsTooManyIovecs)
+{
+	test::TempDir d;
+	const std::string path = d.path() + "/f";
+	UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+	ASSERT_TRUE(fd.valid());
+	auto ring = Uring::create(8);
+	ASSERT_TRUE(ring.ok()) << ring.message();
+	std::vector<unsigned char> a(4096, 'a'), b(8192, 'b'), c(100, 'c');
+	{
+		UringFileWriter w(*ring, fd.get(), "f");
+		UringFaults f;
+		f.short_writes = true;	// every write first goes in at about half its length
+		w.inject(f);
+		struct iovec v1[] = {{a.data(), a.size()}, {b.data(), b.size()}, {c.data(), c.size()}};
+		ASSERT_TRUE(w.writev(v1, 3, 0, 1).ok());
+		struct iovec v2[] = {{c.data(), c.size()}, {a.data(), 10}};
+		ASSERT_TRUE(w.writev(v2, 2, 20000, 2).ok());
+		ASSERT_TRUE(w.fdatasync().ok());
+		EXPECT_GT(w.short_writes(), 0u);
+		EXPECT_EQ(w.bytes_written(), a.size() + b.size() + 2 * c.size() + 10);
+		std::vector<struct iovec> many(IOV_MAX + 1, {a.data(), 1});
+		auto s = w.writev(many.data(), many.size(), 0, 3);
+		EXPECT_EQ(s.code(), -EINVAL);
+	}
+	auto got = test::read_file(path);
+	ASSERT_EQ(got.size(), 20110u);
+	std::vector<unsigned char> want(20110, 0);
+	memcpy(&want[0], a.data(), a.size());
+	memcpy(&want[4096], b.data(), b.size());
+	memcpy(&want[12288], c.data(), c.size());
+	memcpy(&want[20000], c.data(), c.size());
+	memcpy(&want[20100], a.data(), 10);
+	EXPECT_TRUE(got == want);
+}
+
+namespace {
+// Flips one byte of the first data page of segment `path`'s first PAGES record.
+void corrupt_first_data_page(const std::string &path)
+{
+	auto b = test::read_file(path);
+	for (const auto &r : records_of(path)) {
+		if (r.type != fmt::kRecPages)
+			continue;
+		fmt::RecordHeader h;
+		memcpy(&h, &b[r.offset], sizeof(h));
+		b[r.offset + sizeof(h) + fmt::pages_data_offset(h.count) + 100] ^= 0x5a;
+		test::write_file(path, b);
+		return;
+	}
+	FAIL() << "no PAGES record in " << path;
+}
+} // namespace
+
+TEST_F(ChainTest, CompactionReadsEachPageOnlyFromItsNewestCopy)
+{
+	Guest g(300);
+	full(g, 1);
+	for (uint64_t e = 2; e <= 8; e++)
+		delta(g, e, e - 1, 0, 40);	// the same 40 pages (and bios page 0) every epoch
+	// Epoch 3's copy of page 0 rots; epochs 4..8 wrote page 0 again.
+	corrupt_first_data_page(store->segment_path(3));
+	EXPECT_EQ(store->scan(3, ScanDepth::full).status, SegmentStatus::corrupt);
+	auto cs = store->apply_retention(RetentionPolicy{2, 1, 0});
+	ASSERT_TRUE(cs.ok()) << cs.message();	// the rotten copy is superseded: never read
+	EXPECT_EQ(cs->epoch, 7u);
+	EXPECT_EQ(store->scan(7, ScanDepth::full).status, SegmentStatus::valid);
+	expect_restores(g, 7);
+	expect_restores(g, 8);
+
+	// The newest copy of a page at the compacted epoch is corrupt: the
+	// compaction fails naming it, writes no base and deletes nothing.
+	for (uint64_t e = 9; e <= 12; e++)
+		delta(g, e, e - 1, 100, 40);
+	corrupt_first_data_page(store->segment_path(11));
+	auto bad = store->apply_retention(RetentionPolicy{2, 1, 0});
+	ASSERT_FALSE(bad.ok());
+	EXPECT_NE(bad.message().find("epoch 11"), std::string::npos) << bad.message();
+	EXPECT_NE(bad.message().find("crc mismatch"), std::string::npos) << bad.message();
+	EXPECT_FALSE(fs::exists(store->temp_path(11)));
+	auto v = views();
+	for (uint64_t e = 7; e <= 12; e++)
+		EXPECT_TRUE(v.count(e)) << e;
+	EXPECT_EQ(v[11].seg.kind, SegmentKind::delta);
+	expect_restores(g, 10);
+}
+
+TEST_F(ChainTest, ZeroCopyWritesFromAlignedMemoryWithODirectAndShortWrites)
+{
+	// Page-aligned "staging" memory, as slsvirtd has (a memfd mapping): the
+	// writer gathers page data straight from it.
+	const uint64_t np = 700;
+	void *mem = nullptr;
+	ASSERT_EQ(posix_memalign(&mem, kPage, np * kPage), 0);
+	std::unique_ptr<unsigned char, decltype(&free)> ram(static_cast<unsigned char *>(mem), &free);
+	for (uint64_t p = 0; p < np; p++)
+		if (p % 7)
+			test::fill_random(ram.get() + p * kPage, kPage, p);
+		else
+			memset(ram.get() + p * kPage, 0, kPage);
+	std::vector<RamBlockMem> blocks = {{"pc.ram", np * kPage, ram.get()}};
+	store->set_direct_io(true);
+	ASSERT_TRUE(store->write_epoch({1, 0, 1, 0, 0}, blocks, dev).ok());
+	std::vector<unsigned char> want1(ram.get(), ram.get() + np * kPage);
+	std::vector<PageRef> pages;
+	for (uint64_t p = 3; p < np; p += 2) {	// scattered, every 7th listed one zero
+		test::fill_random(ram.get() + p * kPage, kPage, 1000 + p);
+		if (p % 7 == 0)
+			memset(ram.get() + p * kPage, 0, kPage);
+		pages.push_back({0, p * kPage});
+	}
+	auto faults = FaultPlan::parse("short-write:2");
+	ASSERT_TRUE(faults.ok());
+	auto r = store->write_delta_epoch({2, 1, 0, 0, 0}, blocks, pages, dev, *faults);
+	ASSERT_TRUE(r.ok()) << r.message();
+	EXPECT_GT(r->zero_pages, 0u);
+	EXPECT_GT(r->short_writes, 0u);
+	std::vector<unsigned char> want2(ram.get(), ram.get() + np * kPage);
+	EXPECT_EQ(store->scan(2, ScanDepth::full).status, SegmentStatus::valid);
+	for (auto [e, want] : {std::pair{1ul, &want1}, std::pair{2ul, &want2}}) {
+		std::vector<unsigned char> out(np * kPage, 0xEE);
+		std::vector<RamBlockMem> dest = {{"pc.ram", out.size(), out.data()}};
+		auto lr = store->load(e, dest);
+		ASSERT_TRUE(lr.ok()) << lr.message();
+		EXPECT_TRUE(out == *want) << "epoch " << e;
+	}
 }

@@ -241,9 +241,12 @@ private:
 	
 	[[nodiscard]] Result<WriteStats> write_segment(const SegmentSpec &spec, const FaultPlan &faults,
 						       Uring *ring) const;
+	// newest_first (compaction): segments newest first, each page read only
+	// from the newest segment that has it (older copies are neither read
+	// nor checked); same result as applying the chain oldest first.
 	[[nodiscard]] Result<LoadResult> load_chain(const std::vector<uint64_t> &chain,
 						    std::span<const RamBlockMem> dest, bool zero_dest,
-						    std::mutex *lock) const;
+						    std::mutex *lock, bool newest_first = false) const;
 
 	std::string root_, vm_, vm_dir_, epochs_dir_;
 	bool direct_io_ = false;

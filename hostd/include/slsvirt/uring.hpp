@@ -3,6 +3,7 @@
 #pragma once
 
 #include <liburing.h>
+#include <sys/uio.h>
 
 #include <cstdint>
 #include <string>
@@ -51,6 +52,11 @@ public:
 	// Queues a write of buf[0, len) at file offset off. buf must stay valid
 	// until drain() returns. `record` names the record for error messages.
 	[[nodiscard]] Status write(const void *buf, size_t len, uint64_t off, uint32_t record);
+	// Queues one gathered write of iov[0, n) (n <= IOV_MAX) at file offset
+	// off: IORING_OP_WRITEV, so page data goes straight from where it lies.
+	// The iovec array is copied; the memory it points at must stay valid
+	// until drain() returns. A short completion is resumed where it stopped.
+	[[nodiscard]] Status writev(const struct iovec *iov, size_t n, uint64_t off, uint32_t record);
 	// Hands queued submissions to the kernel now (no wait), so IO overlaps
 	// with the caller's next CPU work.
 	[[nodiscard]] Status submit();
@@ -74,13 +80,15 @@ private:
 	struct Op {
 		UringOpKind kind;
 		int fd;
-		const unsigned char *buf;
-		size_t len;
-		size_t done;
+		std::vector<struct iovec> iov;	// what to write (writes)
+		size_t len;			// total bytes of iov
+		size_t done;			// bytes completed
 		uint64_t off;
 		uint32_t record;
 		bool busy;
+		std::vector<struct iovec> sub;	// the part of iov in flight
 	};
+	[[nodiscard]] Status queue_write(Op op);
 	[[nodiscard]] Status submit_op(uint32_t slot, bool drain = false);
 	[[nodiscard]] Status submit_now();
 	[[nodiscard]] Status reap(unsigned min_complete);
