@@ -11,15 +11,9 @@ import subprocess
 import sys
 import time
 
-from benchlib import (BenchError, Console, Qemu, Qmp, histogram_diff, histogram_quantile,
-                      kill_pidfile, log, median, now)
+from benchlib import (BUILD, HOSTD, MACHINE_ARGS, QEMU, SLSCTL, BenchBase, BenchError, Console, Qemu,
+                      Qmp, histogram_diff, histogram_quantile, kill_pidfile, log, median, now)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.environ.get("SLSVIRT_BUILD_ROOT", os.path.join(ROOT, "build"))
-QEMU = os.environ.get("SLSVIRT_QEMU", os.path.join(BUILD, "qemu", "qemu-system-x86_64"))
-HOSTD = os.environ.get("SLSVIRT_HOSTD", os.path.join(BUILD, "meson", "hostd", "slsvirtd"))
-SLSCTL = os.environ.get("SLSVIRT_SLSCTL", os.path.join(BUILD, "meson", "hostd", "slsctl"))
-GUEST_DIR = os.environ.get("SLSVIRT_GUEST_DIR", os.path.join(BUILD, "guest"))
 HOSTD_TOOL_DIRS = [os.path.join(BUILD, "meson", "hostd", "tools"), os.path.join(BUILD, "meson", "hostd")]
 
 PERIOD_MS = 10
@@ -47,21 +41,10 @@ TARGETS = {
 }
 
 
-class Bench:
+class Bench(BenchBase):
     def __init__(self, opts):
-        self.o = opts
+        super().__init__(opts, "checkpoint")
         self.mem = f"{opts.mem_mib}M"
-        self.errors = []
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.work = os.path.abspath(opts.out or os.path.join(BUILD, "bench", f"checkpoint-{stamp}"))
-        os.makedirs(self.work, exist_ok=True)
-        self.kernel = os.path.join(GUEST_DIR, "vmlinuz")
-        self.initrd = os.path.join(GUEST_DIR, "initramfs.cpio.gz")
-
-    def error(self, part, exc):
-        msg = f"{part}: {exc}"
-        self.errors.append(msg)
-        log(f"FAILED {msg}")
 
     def append_line(self, rate):
         return f"console=ttyS0 quiet panic=-1 sls.run=dirty sls.args={rate},{self.o.buffer_mib}"
@@ -69,19 +52,7 @@ class Bench:
     # ------------------------------------------------------------ prerequisites
 
     def check_prereqs(self):
-        for path, what in [(QEMU, "QEMU (scripts/setup)"), (self.kernel, "guest kernel"),
-                           (self.initrd, "guest initramfs")]:
-            if not os.path.exists(path):
-                raise BenchError(f"prerequisite missing: {what} at {path}")
-        if os.environ.get("SLSVIRT_NO_IMAGE_BUILD", "0") != "1":
-            r = subprocess.run([os.path.join(ROOT, "tests", "guest", "build-image"), GUEST_DIR],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                raise BenchError(f"tests/guest/build-image failed: {r.stderr.strip()[-400:]}")
-        listing = subprocess.run(["sh", "-c", f"zcat '{self.initrd}' | cpio -t 2>/dev/null"],
-                                 capture_output=True, text=True).stdout
-        if "bin/sls-dirty" not in listing:
-            raise BenchError(f"guest image {self.initrd} has no bin/sls-dirty")
+        self.check_image(["bin/sls-dirty"])
 
     # ------------------------------------------------------------ stock side
 
@@ -89,10 +60,7 @@ class Bench:
         d = os.path.join(self.work, name)
         os.makedirs(d, exist_ok=True)
         argv = [QEMU, "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
-                # the machine slsctl runs (hostd/tools/slsctl.cpp, kMachine)
-                "-machine", "q35,sata=off,smbus=off,vmport=off",
-                "-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
-                "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", self.mem,
+                *MACHINE_ARGS, "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", self.mem,
                 "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
                 "-chardev", f"file,id=con0,path={d}/console.log", "-serial", "chardev:con0",
                 "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",

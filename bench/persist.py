@@ -13,14 +13,8 @@ import subprocess
 import sys
 import time
 
-from benchlib import BenchError, Console, Qemu, kill_pidfile, log, median, now
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.environ.get("SLSVIRT_BUILD_ROOT", os.path.join(ROOT, "build"))
-QEMU = os.environ.get("SLSVIRT_QEMU", os.path.join(BUILD, "qemu", "qemu-system-x86_64"))
-HOSTD = os.environ.get("SLSVIRT_HOSTD", os.path.join(BUILD, "meson", "hostd", "slsvirtd"))
-SLSCTL = os.environ.get("SLSVIRT_SLSCTL", os.path.join(BUILD, "meson", "hostd", "slsctl"))
-GUEST_DIR = os.environ.get("SLSVIRT_GUEST_DIR", os.path.join(BUILD, "guest"))
+from benchlib import (HOSTD, MACHINE_ARGS, QEMU, SLSCTL, BenchBase, BenchError, Console, Qemu, kill_pidfile,
+                      log, now)
 
 PERIOD_MS = 10             # the default continuous-checkpointing period
 BOOT_TIMEOUT_S = 120
@@ -46,20 +40,9 @@ def pct(values, q):
     return v[min(len(v) - 1, int(q * len(v)))]
 
 
-class Bench:
+class Bench(BenchBase):
     def __init__(self, opts):
-        self.o = opts
-        self.errors = []
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.work = os.path.abspath(opts.out or os.path.join(BUILD, "bench", f"persist-{stamp}"))
-        os.makedirs(self.work, exist_ok=True)
-        self.kernel = os.path.join(GUEST_DIR, "vmlinuz")
-        self.initrd = os.path.join(GUEST_DIR, "initramfs.cpio.gz")
-
-    def error(self, part, exc):
-        msg = f"{part}: {exc}"
-        self.errors.append(msg)
-        log(f"FAILED {msg}")
+        super().__init__(opts, "persist")
 
     def sqlite_args(self, mode):
         clients = ":".join(str(c) for c in self.o.clients)
@@ -71,25 +54,13 @@ class Bench:
     # ------------------------------------------------------------ prerequisites
 
     def check_prereqs(self):
-        for path, what in [(QEMU, "QEMU (scripts/setup)"), (SLSCTL, "slsctl (meson compile -C build/meson)"),
+        for path, what in [(SLSCTL, "slsctl (meson compile -C build/meson)"),
                            (HOSTD, "slsvirtd (meson compile -C build/meson)")]:
             if not os.path.exists(path):
                 raise BenchError(f"prerequisite missing: {what} at {path}")
         if not shutil.which("mkfs.ext4"):
             raise BenchError("prerequisite missing: mkfs.ext4 (install e2fsprogs)")
-        if os.environ.get("SLSVIRT_NO_IMAGE_BUILD", "0") != "1":
-            r = subprocess.run([os.path.join(ROOT, "tests", "guest", "build-image"), GUEST_DIR],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                raise BenchError(f"tests/guest/build-image failed: {r.stderr.strip()[-400:]}")
-        for path in (self.kernel, self.initrd):
-            if not os.path.exists(path):
-                raise BenchError(f"prerequisite missing: guest image {path}")
-        listing = subprocess.run(["sh", "-c", f"zcat '{self.initrd}' | cpio -t 2>/dev/null"],
-                                 capture_output=True, text=True).stdout
-        for need in ("bin/sls-sqlite", "lib/modules/sls/ext4.ko", "lib/modules/sls/virtio_blk.ko"):
-            if need not in listing:
-                raise BenchError(f"guest image {self.initrd} has no {need}")
+        self.check_image(["bin/sls-sqlite", "lib/modules/sls/ext4.ko", "lib/modules/sls/virtio_blk.ko"])
         r = subprocess.run([SLSCTL, "run", "--help"], capture_output=True, text=True)
         if "--period-ms" not in r.stdout + r.stderr:
             raise BenchError(f"{SLSCTL} run has no --period-ms (continuous checkpointing)")
@@ -243,7 +214,7 @@ class Bench:
         append = (f"console=ttyS0 quiet panic=-1 sls.run=sqlite sls.disk=1 "
                   f"sls.args={self.sqlite_args('fsync')}")
         argv = [QEMU, "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
-                "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", f"{self.o.mem_mib}M",
+                *MACHINE_ARGS, "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", f"{self.o.mem_mib}M",
                 "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
                 "-chardev", f"file,id=con0,path={d}/console.log", "-serial", "chardev:con0",
                 "-kernel", self.kernel, "-initrd", self.initrd, "-append", append,

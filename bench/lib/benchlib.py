@@ -15,6 +15,19 @@ import threading
 import time
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("SLSVIRT_BUILD_ROOT", os.path.join(ROOT, "build"))
+QEMU = os.environ.get("SLSVIRT_QEMU", os.path.join(BUILD, "qemu", "qemu-system-x86_64"))
+HOSTD = os.environ.get("SLSVIRT_HOSTD", os.path.join(BUILD, "meson", "hostd", "slsvirtd"))
+SLSCTL = os.environ.get("SLSVIRT_SLSCTL", os.path.join(BUILD, "meson", "hostd", "slsctl"))
+GUEST_DIR = os.environ.get("SLSVIRT_GUEST_DIR", os.path.join(BUILD, "guest"))
+
+# The machine slsctl runs (hostd/tools/slsctl.cpp, kMachine): stock-QEMU
+# sides of a benchmark run the same one.
+MACHINE_ARGS = ["-machine", "q35,sata=off,smbus=off,vmport=off",
+                "-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
+
+
 class BenchError(Exception):
     """A part of a benchmark could not produce a number; the message says why."""
 
@@ -281,3 +294,41 @@ def median(values):
         return None
     n = len(v)
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+class BenchBase:
+    """A benchmark run: options, a work dir build/bench/<name>-<time>,
+    errors collected (reported, never raised), the guest image."""
+
+    def __init__(self, opts, name):
+        self.o = opts
+        self.errors = []
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.work = os.path.abspath(opts.out or os.path.join(BUILD, "bench", f"{name}-{stamp}"))
+        os.makedirs(self.work, exist_ok=True)
+        self.kernel = os.path.join(GUEST_DIR, "vmlinuz")
+        self.initrd = os.path.join(GUEST_DIR, "initramfs.cpio.gz")
+
+    def error(self, part, exc):
+        msg = f"{part}: {exc}"
+        self.errors.append(msg)
+        log(f"FAILED {msg}")
+
+    def check_image(self, needs):
+        """Brings the guest image up to date (unless SLSVIRT_NO_IMAGE_BUILD=1)
+        and checks it holds every path in @needs."""
+        if not os.path.exists(QEMU):
+            raise BenchError(f"prerequisite missing: QEMU (scripts/setup) at {QEMU}")
+        if os.environ.get("SLSVIRT_NO_IMAGE_BUILD", "0") != "1":
+            r = subprocess.run([os.path.join(ROOT, "tests", "guest", "build-image"), GUEST_DIR],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise BenchError(f"tests/guest/build-image failed: {r.stderr.strip()[-400:]}")
+        for path in (self.kernel, self.initrd):
+            if not os.path.exists(path):
+                raise BenchError(f"prerequisite missing: guest image {path}")
+        listing = subprocess.run(["sh", "-c", f"zcat '{self.initrd}' | cpio -t 2>/dev/null"],
+                                 capture_output=True, text=True).stdout
+        for need in needs:
+            if need not in listing:
+                raise BenchError(f"guest image {self.initrd} has no {need}")

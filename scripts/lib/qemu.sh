@@ -9,7 +9,8 @@
 SLS_QEMU_CONFIGURE=(--python=/usr/bin/python3 --target-list=x86_64-softmmu
 	--without-default-features --disable-install-blobs --disable-docs
 	--disable-werror --enable-kvm --disable-user --disable-download
-	--enable-fdt=system)
+	--enable-fdt=system
+	--enable-linux-aio --enable-linux-io-uring)  # stock disks' best aio= (bench/run persist)
 SLS_QEMU_TARGETS=(qemu-system-x86_64 tests/qtest/slsvirt-pci-test)
 
 sls_qemu_key() {
