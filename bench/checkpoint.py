@@ -12,7 +12,8 @@ import sys
 import time
 
 from benchlib import (BUILD, HOSTD, MACHINE_ARGS, QEMU, SLSCTL, BenchBase, BenchError, Console, Qemu,
-                      Qmp, histogram_diff, histogram_quantile, kill_pidfile, log, median, now)
+                      Qmp, histogram_diff, histogram_quantile, kill_pidfile, log, median, now,
+                      slsctl_run_detached)
 
 HOSTD_TOOL_DIRS = [os.path.join(BUILD, "meson", "hostd", "tools"), os.path.join(BUILD, "meson", "hostd")]
 
@@ -260,18 +261,7 @@ class Bench(BenchBase):
             argv += ["--qemu-arg=-global", "--qemu-arg=slsvirt-pci.copy-before-write=off"]
         con = qmp = None
         try:
-            r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
-            if r.returncode != 0:
-                raise BenchError(f"slsctl run failed ({r.returncode}): {(r.stderr or r.stdout).strip()[-400:]}")
-            qemu_pid = int(r.stdout.strip().split()[-1])
-
-            def alive():
-                try:
-                    os.kill(qemu_pid, 0)
-                    return True
-                except ProcessLookupError:
-                    return False
-
+            _, alive = slsctl_run_detached(argv, env)
             con = Console(os.path.join(run_dir, f"{vmname}.console"))
             con.wait_for("SLS: dirty rate=", BOOT_TIMEOUT_S, alive)
             qmp = Qmp(os.path.join(run_dir, f"{vmname}.qmp"))

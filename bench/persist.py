@@ -14,7 +14,7 @@ import sys
 import time
 
 from benchlib import (HOSTD, MACHINE_ARGS, QEMU, SLSCTL, BenchBase, BenchError, Console, Qemu, kill_pidfile,
-                      log, now)
+                      log, now, slsctl_run_detached)
 
 PERIOD_MS = 10             # the default continuous-checkpointing period
 BOOT_TIMEOUT_S = 120
@@ -158,20 +158,8 @@ class Bench(BenchBase):
             f"clients {self.o.clients}, {self.o.seconds} s each")
         con = None
         try:
-            r = subprocess.run([SLSCTL, "run", vm, "--detach", "--mem", f"{self.o.mem_mib}M",
-                                "--period-ms", str(PERIOD_MS), "--append", append],
-                               env=env, capture_output=True, text=True, timeout=60)
-            if r.returncode != 0:
-                raise BenchError(f"slsctl run failed ({r.returncode}): {(r.stderr or r.stdout).strip()[-400:]}")
-            pid = int(r.stdout.strip().split()[-1])
-
-            def alive():
-                try:
-                    os.kill(pid, 0)
-                    return True
-                except ProcessLookupError:
-                    return False
-
+            _, alive = slsctl_run_detached([SLSCTL, "run", vm, "--detach", "--mem", f"{self.o.mem_mib}M",
+                                            "--period-ms", str(PERIOD_MS), "--append", append], env)
             con = Console(os.path.join(run_dir, f"{vm}.console"))
             self.wait_done(con, alive, "ours")
             res = self.parse_guest(con, "persist")

@@ -332,3 +332,21 @@ class BenchBase:
         for need in needs:
             if need not in listing:
                 raise BenchError(f"guest image {self.initrd} has no {need}")
+
+
+def slsctl_run_detached(argv, env):
+    """Runs `slsctl run ... --detach` (@argv); returns the QEMU pid it
+    printed and a function telling whether that QEMU is still alive."""
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise BenchError(f"slsctl run failed ({r.returncode}): {(r.stderr or r.stdout).strip()[-400:]}")
+    pid = int(r.stdout.strip().split()[-1])
+
+    def alive():
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    return pid, alive

@@ -42,7 +42,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/rtc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -54,6 +53,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sls-clock.h"
 #include "slsvirt.h"
 
 #define CHAIN_GENESIS	0x534c53636861696eull	/* "SLSchain" */
@@ -85,14 +85,6 @@ static uint64_t nr_acked;
 static atomic_bool verify_now;
 
 #define barrier()	__asm__ __volatile__("" ::: "memory")
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t splitmix(uint64_t z)
 {
@@ -183,24 +175,6 @@ static int verify(uint64_t *prev_hash)
 	       " last-acked-seq=%" PRIu64 " epoch=%" PRIu64 " took=%" PRIu64 "ms\n",
 	       (int64_t)h - 1, h - first, acked_n, last_seq, last_epoch, (mono_ns() - t0) / 1000000);
 	return 0;
-}
-
-/* RTC seconds minus CLOCK_MONOTONIC seconds; INT64_MIN if no RTC. */
-static int64_t rtc_offset(int rtc_fd)
-{
-	struct rtc_time rt;
-	struct tm tm;
-
-	if (rtc_fd < 0 || ioctl(rtc_fd, RTC_RD_TIME, &rt) < 0)
-		return INT64_MIN;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_sec = rt.tm_sec;
-	tm.tm_min = rt.tm_min;
-	tm.tm_hour = rt.tm_hour;
-	tm.tm_mday = rt.tm_mday;
-	tm.tm_mon = rt.tm_mon;
-	tm.tm_year = rt.tm_year;
-	return (int64_t)timegm(&tm) - (int64_t)(mono_ns() / 1000000000ull);
 }
 
 struct persister_args {

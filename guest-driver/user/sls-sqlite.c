@@ -100,7 +100,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/rtc.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -113,6 +112,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sls-clock.h"
 #include "slsvirt.h"
 
 #define MAX_CLIENTS	64
@@ -135,14 +135,6 @@ struct opts {
 
 /* The latency probe's fd (bench, persist mode); clients open their own. */
 static int persist_fd = -1;
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t splitmix(uint64_t z)
 {
@@ -287,7 +279,6 @@ static int create_schema(sqlite3 *db, unsigned clients, char *why, size_t why_le
 	return 0;
 }
 
-static int64_t rtc_seconds(int rtc_fd);
 
 struct client_args {
 	unsigned id;
@@ -524,32 +515,6 @@ out:
 	       " integrity=ok restarts=%s took=%" PRIu64 "ms\n", n, rows, rows, nclients,
 	       *restarts ? restarts : "-", (mono_ns() - t0) / 1000000);
 	return 0;
-}
-
-/* RTC time (host UTC under QEMU's default -rtc) in seconds; INT64_MIN if none. */
-static int64_t rtc_seconds(int rtc_fd)
-{
-	struct rtc_time rt;
-	struct tm tm;
-
-	if (rtc_fd < 0 || ioctl(rtc_fd, RTC_RD_TIME, &rt) < 0)
-		return INT64_MIN;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_sec = rt.tm_sec;
-	tm.tm_min = rt.tm_min;
-	tm.tm_hour = rt.tm_hour;
-	tm.tm_mday = rt.tm_mday;
-	tm.tm_mon = rt.tm_mon;
-	tm.tm_year = rt.tm_year;
-	return (int64_t)timegm(&tm);
-}
-
-/* RTC seconds minus CLOCK_MONOTONIC seconds; INT64_MIN if no RTC. */
-static int64_t rtc_offset(int rtc_fd)
-{
-	int64_t rtc = rtc_seconds(rtc_fd);
-
-	return rtc == INT64_MIN ? INT64_MIN : rtc - (int64_t)(mono_ns() / 1000000000ull);
 }
 
 static void *verifier_main(void *p)
