@@ -1,6 +1,7 @@
 #include <time.h>
 
 #include <chrono>
+#include <string>
 
 #include "slsvirt/compactor.hpp"
 #include "slsvirt/log.hpp"
@@ -20,8 +21,11 @@ Compactor::~Compactor()
 		stop_ = true;
 	}
 	cv_.notify_all();
+	spare_cv_.notify_all();
 	if (thread_.joinable())
 		thread_.join();
+	if (spare_thread_.joinable())
+		spare_thread_.join();
 }
 
 void Compactor::kick()
@@ -29,10 +33,36 @@ void Compactor::kick()
 	{
 		std::lock_guard lk(mu_);
 		pending_ = true;
+		spare_pending_ = true;
 		if (!thread_.joinable())
 			thread_ = std::thread([this] { loop(); });
+		if (!spare_thread_.joinable())
+			spare_thread_ = std::thread([this] { spare_loop(); });
 	}
 	cv_.notify_all();
+	spare_cv_.notify_all();
+}
+
+void Compactor::spare_loop()
+{
+	std::unique_lock lk(mu_);
+	for (;;) {
+		spare_cv_.wait(lk, [&] { return stop_ || spare_pending_; });
+		if (stop_)
+			return;
+		spare_pending_ = false;
+		lk.unlock();
+		auto r = store_.make_spares();
+		lk.lock();
+		if (r.ok()) {
+			spares_made_ += *r;
+			last_spare_error_.clear();
+		} else if (r.message() != last_spare_error_) {
+			// Not fatal: an epoch with no spare that fits writes a new file.
+			SLS_LOG_WARN("%s: making spare segment files: %s", who_.c_str(), r.message().c_str());
+			last_spare_error_ = r.message();
+		}
+	}
 }
 
 void Compactor::wait_idle()

@@ -238,7 +238,12 @@ private:
 			return hello_fail(store.code(), store.message());
 		store_.emplace(std::move(*store));
 		store_->set_direct_io(cfg_.direct_io);
-		store_->remove_stale_temp_files();
+		store_->set_spare_limits(cfg_.spare_files, cfg_.spare_bytes);
+		store_->set_name_on_write(false);	// named after the ack (handle_epoch)
+		if (auto rec = store_->recover(); !rec)
+			return hello_fail(rec.code(), rec.message());
+		else if (*rec)
+			SLS_LOG_INFO("%s: %u segment file(s) renamed to the epoch their header names", who().c_str(), *rec);
 		hello_blocks_ = hello.blocks;
 		auto ring = Uring::create(256);
 		if (!ring)
@@ -332,14 +337,16 @@ private:
 			return ack_epoch(e.epoch, wr.code(), 0, wr.message());
 		}
 		SLS_LOG_INFO("vm %s epoch %llu (%s) durable: bytes=%llu pages=%llu zero_pages=%llu devstate=%llu "
-			     "write_ms=%.2f stop_ms=%.2f",
+			     "write_ms=%.2f stop_ms=%.2f%s",
 			     vm_.c_str(), ep, full ? "full" : "delta", static_cast<unsigned long long>(wr->file_bytes),
 			     static_cast<unsigned long long>(wr->nr_pages),
 			     static_cast<unsigned long long>(wr->zero_pages),
-			     static_cast<unsigned long long>(wr->devstate_bytes), wr->write_ns / 1e6, e.stop_ns / 1e6);
+			     static_cast<unsigned long long>(wr->devstate_bytes), wr->write_ns / 1e6, e.stop_ns / 1e6,
+			     wr->reused_spare ? " (over a spare)" : "");
 		newest_ = e.epoch;
 		last_acked_ = e.epoch;
 		bool ok = ack_epoch(e.epoch, 0, wr->file_bytes, "durable");
+		store_->name_segment(*wr);	// a reused spare gets its epoch's name (a hint; no fsync)
 		compactor_->kick();	// after the ack: retention never delays one
 		return ok;
 	}

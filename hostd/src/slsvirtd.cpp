@@ -27,7 +27,8 @@ void on_signal(int)
 
 const char kUsage[] =
 	"usage: slsvirtd --socket PATH --store-root DIR [--retain N] [--compact-min N]\n"
-	"                [--compact-bytes-pct P] [--no-direct-io] [--daemonize]\n"
+	"                [--compact-bytes-pct P] [--spare-files N] [--spare-mib M]\n"
+	"                [--no-direct-io] [--daemonize]\n"
 	"                [--pidfile FILE] [--log FILE] [--fault SPEC] [--verbose]\n"
 	"\n"
 	"Host daemon of slsvirt: accepts engine (QEMU) connections on PATH and\n"
@@ -38,6 +39,9 @@ const char kUsage[] =
 	"  --retain N        keep at least the newest N restorable epochs per VM (default 8)\n"
 	"  --compact-min N   fold older epochs into a base once >= N segments can go (default 64)\n"
 	"  --compact-bytes-pct P  ... and they hold >= P% of the chain root's bytes (default 100)\n"
+	"  --spare-files N   keep up to N retired segment files per VM as spares that new\n"
+	"                    epochs overwrite in place (default 128; 0: delete them)\n"
+	"  --spare-mib M     ... holding at most M MiB (default 1024)\n"
 	"  --no-direct-io    buffered segment writes (default: O_DIRECT where the filesystem\n"
 	"                    supports it, else buffered)\n"
 	"  --daemonize       detach after the socket is listening\n"
@@ -106,6 +110,17 @@ int main(int argc, char **argv)
 			verbose = true;
 		} else if (a == "--direct-io" || a == "--no-direct-io") {
 			cfg.direct_io = a == "--direct-io";
+		} else if (a == "--spare-files" || a == "--spare-mib") {
+			if (!(v = value(a.c_str())))
+				return usage_error(a + " needs a value");
+			char *end;
+			unsigned long long n = strtoull(v, &end, 10);
+			if (!*v || *end || n > (1ull << 32))
+				return usage_error(a + " needs a number");
+			if (a == "--spare-files")
+				cfg.spare_files = static_cast<unsigned>(n);
+			else
+				cfg.spare_bytes = static_cast<uint64_t>(n) << 20;
 		} else if (a == "--compact-min" || a == "--compact-bytes-pct") {
 			if (!(v = value(a.c_str())))
 				return usage_error(a + " needs a value");

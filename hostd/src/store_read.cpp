@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -42,6 +43,11 @@ Status check_vm_name(std::string_view name)
 std::string segment_file_name(uint64_t epoch)
 {
 	return strf("%016llx.sls", static_cast<unsigned long long>(epoch));
+}
+
+std::string spare_file_name(uint64_t epoch)
+{
+	return strf("spare-%016llx.sls.free", static_cast<unsigned long long>(epoch));
 }
 
 const char *to_string(SegmentKind k)
@@ -145,8 +151,8 @@ uint64_t max_payload(uint16_t type)
 
 // Walks the segment; info.status says what was found. parsed (optional)
 // receives page indices and device state for a loader.
-void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view expect_vm, ScanDepth depth,
-	     Parsed *parsed)
+void scan_fd_walk(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view expect_vm, ScanDepth depth,
+		  Parsed *parsed)
 {
 	Scanner sc(info);
 	info.status = SegmentStatus::torn;
@@ -170,6 +176,7 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 		return;
 	}
 	if (all_zero(&fh, sizeof(fh))) {
+		info.blank_header = true;
 		sc.torn(0, 0, "file header is zero-filled (never written)");
 		return;
 	}
@@ -203,7 +210,7 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 	info.format_version = fh.format_version;
 	info.header_flags = fh.flags;
 	if (expect_epoch && fh.epoch != expect_epoch) {
-		sc.corrupt(0, 0, "file header says epoch %llu but the file is named for epoch %llu",
+		sc.corrupt(0, 0, "file header says epoch %llu, expected epoch %llu",
 			   static_cast<unsigned long long>(fh.epoch), static_cast<unsigned long long>(expect_epoch));
 		return;
 	}
@@ -213,6 +220,7 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 		return;
 	}
 	info.epoch = fh.epoch;
+	info.header_valid = true;
 	info.parent_epoch = fh.parent_epoch;
 	const bool has_content_crc = fh.format_version >= fmt::kFormatContentCrc;
 	uint32_t content_crc = crc32c(&fh, offsetof(fmt::FileHeader, header_crc));	// file header + record headers before COMMIT
@@ -453,7 +461,7 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 				sc.torn(recno, off, "commit block truncated");
 				return;
 			}
-			if (size > off + fmt::kAlign) {
+			if (size > off + fmt::kAlign && fh.format_version < fmt::kFormatRecycled) {
 				sc.corrupt(recno, off, "%llu trailing bytes after the commit record",
 					   static_cast<unsigned long long>(size - off - fmt::kAlign));
 				return;
@@ -481,11 +489,54 @@ void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view 
 			info.capture_realtime_ns = c.capture_realtime_ns;
 			info.stop_ns = c.stop_ns;
 			info.commit_realtime_ns = c.commit_realtime_ns;
+			info.segment_bytes = off + fmt::kAlign;
 			info.status = SegmentStatus::valid;
 			info.detail.clear();
 			return;
 		}
 		off += fmt::record_span(h.payload_length);
+	}
+}
+
+// Is there a COMMIT record header of `epoch` (magic, header crc, type,
+// epoch) at a 4096-aligned offset from `from` on? Only asked about a broken
+// version-4 segment, to tell an unfinished write over a recycled file (no
+// COMMIT: torn) from damage to a committed segment (corrupt).
+bool commit_follows(int fd, uint64_t from, uint64_t size, uint64_t epoch)
+{
+	constexpr size_t kChunk = 1u << 20;
+	std::vector<unsigned char> buf(kChunk);
+	for (uint64_t at = fmt::align_up(from, fmt::kAlign); at + fmt::kAlign <= size;) {
+		const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, (size - at) / fmt::kAlign * fmt::kAlign));
+		if (!pread_full(fd, buf.data(), n, static_cast<off_t>(at), "read").ok())
+			return true;	// cannot tell: keep it corrupt
+		for (size_t o = 0; o < n; o += fmt::kAlign) {
+			fmt::RecordHeader h;
+			memcpy(&h, buf.data() + o, sizeof(h));
+			if (h.magic == fmt::kRecordMagic && h.type == fmt::kRecCommit && h.epoch == epoch &&
+			    h.header_crc == crc32c(&h, offsetof(fmt::RecordHeader, header_crc)))
+				return true;
+		}
+		at += n;
+	}
+	return false;
+}
+
+void scan_fd(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_view expect_vm, ScanDepth depth,
+	     Parsed *parsed)
+{
+	scan_fd_walk(fd, info, expect_epoch, expect_vm, depth, parsed);
+	// Version 4 may be written over a recycled file: a write that did not
+	// finish leaves the old file's bytes where the next record belongs. With
+	// no COMMIT of this epoch anywhere after the break, the epoch simply was
+	// not completed (torn); with one, a committed segment is damaged.
+	if (info.status == SegmentStatus::corrupt && info.header_valid &&
+	    info.format_version >= fmt::kFormatRecycled && info.bad_record > 0 &&
+	    !commit_follows(fd, info.bad_offset, info.file_size, info.epoch)) {
+		info.status = SegmentStatus::torn;
+		info.detail += strf(" (no commit record of epoch %llu follows: an unfinished write, e.g. over a "
+				    "recycled file's old bytes)",
+				    static_cast<unsigned long long>(info.epoch));
 	}
 }
 
@@ -523,6 +574,7 @@ Result<Store> Store::open(const std::string &root, const std::string &vm, bool c
 	s.vm_ = vm;
 	s.vm_dir_ = root + "/" + vm;
 	s.epochs_dir_ = s.vm_dir_ + "/epochs";
+	s.spares_ = std::make_shared<SparePool>();
 	if (create) {
 		SLS_TRY(make_dirs(s.epochs_dir_, 0700));
 	} else {
@@ -537,43 +589,147 @@ std::string Store::segment_path(uint64_t epoch) const { return epochs_dir_ + "/"
 
 SegmentInfo Store::scan(uint64_t epoch, ScanDepth depth) const
 {
+	// Usually the epoch's file has its name; if not (a power loss kept an
+	// old name), the file whose header names the epoch.
+	SegmentInfo info = scan_path(segment_path(epoch), 0, vm_, depth, nullptr);
+	if (info.header_valid && info.epoch == epoch)
+		return info;
+	if (auto all = list(ScanDepth::structure); all.ok())
+		for (const auto &s : *all)
+			if (s.epoch == epoch && s.path != info.path)
+				return scan_path(s.path, epoch, vm_, depth, nullptr);
 	return scan_path(segment_path(epoch), epoch, vm_, depth, nullptr);
 }
 
+namespace {
+
+// Epoch named by a segment file name ("<16 hex>.sls"), 0 if it is not one.
+uint64_t epoch_of_name(const std::string &n)
+{
+	if (n.size() != 20 || n.compare(16, 4, ".sls") != 0)
+		return 0;
+	uint64_t e = 0;
+	for (int i = 0; i < 16; i++) {
+		char c = n[static_cast<size_t>(i)];
+		int v = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+		if (v < 0)
+			return 0;
+		e = e << 4 | static_cast<uint64_t>(v);
+	}
+	return e;
+}
+
+bool is_spare_name(const std::string &n)
+{
+	return n.size() > 15 && n.compare(0, 6, "spare-") == 0 && n.compare(n.size() - 9, 9, ".sls.free") == 0;
+}
+
+// Names of the regular files in dir that may hold a segment: everything but
+// hidden files and compaction's "*.tmp". The directory is read again if it
+// changed while it was read (a concurrent rename can hide an entry from one
+// readdir pass: the writer names a reused spare right after its ack).
+bool same_mtime(const struct stat &a, const struct stat &b)
+{
+	return a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+	       a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+Result<std::vector<std::string>> segment_candidates(const std::string &dir, struct stat *dir_stat = nullptr)
+{
+	for (int attempt = 0;; attempt++) {
+		struct stat before, after;
+		if (::stat(dir.c_str(), &before) < 0)
+			return errno_error("stat " + dir);
+		DIR *d = ::opendir(dir.c_str());
+		if (!d)
+			return errno_error("open " + dir);
+		std::vector<std::string> names;
+		while (struct dirent *de = ::readdir(d)) {
+			std::string n = de->d_name;
+			if (n.empty() || n[0] == '.' || (n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0))
+				continue;
+			if (de->d_type != DT_REG && de->d_type != DT_UNKNOWN)
+				continue;
+			names.push_back(std::move(n));
+		}
+		::closedir(d);
+		if (::stat(dir.c_str(), &after) < 0)
+			return errno_error("stat " + dir);
+		if (attempt >= 20 || same_mtime(before, after)) {
+			if (dir_stat)
+				*dir_stat = after;
+			return names;
+		}
+	}
+}
+
+// Which of two files claiming the same epoch is the segment: a valid one,
+// a base over anything else (compaction replaced that epoch's delta), then
+// the one carrying the epoch's own name.
+bool better_copy(const SegmentInfo &a, const SegmentInfo &b, const std::string &canonical)
+{
+	auto rank = [&](const SegmentInfo &x) {
+		return (x.status == SegmentStatus::valid ? 4 : 0) + (x.kind == SegmentKind::base ? 2 : 0) +
+		       (x.path == canonical ? 1 : 0);
+	};
+	return rank(a) > rank(b);
+}
+
+} // namespace
+
+// Every file is identified by its header, not by its name: a power loss may
+// keep a renamed file's old name (a reused spare, a retired segment). A file
+// whose header does not check out counts for the epoch its name gives (a torn
+// write into a new file) or, without such a name, is a spare and not listed.
 Result<std::vector<SegmentInfo>> Store::list(ScanDepth depth) const
 {
-	DIR *d = ::opendir(epochs_dir_.c_str());
-	if (!d)
-		return errno_error("open " + epochs_dir_);
-	std::vector<uint64_t> epochs;
-	while (struct dirent *de = ::readdir(d)) {
-		std::string n = de->d_name;
-		if (n.size() != 20 || n.compare(16, 4, ".sls") != 0)
-			continue;
-		uint64_t e = 0;
-		bool ok = true;
-		for (int i = 0; i < 16; i++) {
-			char c = n[static_cast<size_t>(i)];
-			int v = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
-			if (v < 0)
-				ok = false;
-			e = e << 4 | static_cast<uint64_t>(v < 0 ? 0 : v);
+	// A listing is read again (a few times at most) when the directory
+	// changed while its files were scanned: compaction retiring segments
+	// beside us could otherwise show a chain with a link missing.
+	for (int pass = 0;; pass++) {
+		struct stat before, after;
+		auto r = list_once(depth, &before);
+		if (!r || pass >= 3 || ::stat(epochs_dir_.c_str(), &after) < 0 || same_mtime(before, after))
+			return r;
+	}
+}
+
+Result<std::vector<SegmentInfo>> Store::list_once(ScanDepth depth, struct stat *dir_stat) const
+{
+	auto names = segment_candidates(epochs_dir_, dir_stat);
+	if (!names)
+		return names.error();
+	std::map<uint64_t, SegmentInfo> by_epoch;
+	for (const auto &n : *names) {
+		const std::string path = epochs_dir_ + "/" + n;
+		SegmentInfo info = scan_path(path, 0, vm_, depth, nullptr);
+		uint64_t e = info.header_valid ? info.epoch : epoch_of_name(n);
+		// A blank file header carries no epoch and can never start a valid
+		// segment, whatever the name: a spare (a retirement interrupted
+		// between zeroing the header and the rename), or a write that never
+		// got its header to the disk -- no epoch either way.
+		if (e == 0 || info.blank_header)
+			continue;	// a spare, or not ours
+		if (!info.header_valid) {
+			struct stat st;
+			// Retention/compaction may delete a segment between readdir()
+			// and its scan: it left the store, it is not torn.
+			if (::stat(path.c_str(), &st) < 0 && errno == ENOENT)
+				continue;
+			if (!S_ISREG(st.st_mode))
+				continue;
+			info.epoch = e;
 		}
-		if (ok && e != 0)
-			epochs.push_back(e);
+		auto it = by_epoch.find(e);
+		if (it == by_epoch.end())
+			by_epoch.emplace(e, std::move(info));
+		else if (better_copy(info, it->second, segment_path(e)))
+			it->second = std::move(info);
 	}
-	::closedir(d);
-	std::sort(epochs.begin(), epochs.end());
 	std::vector<SegmentInfo> out;
-	for (uint64_t e : epochs) {
-		SegmentInfo info = scan(e, depth);
-		struct stat st;
-		// Retention/compaction may delete a segment between readdir() and
-		// its scan: it left the store, it is not torn.
-		if (info.status != SegmentStatus::valid && ::stat(info.path.c_str(), &st) < 0 && errno == ENOENT)
-			continue;
+	out.reserve(by_epoch.size());
+	for (auto &[e, info] : by_epoch)
 		out.push_back(std::move(info));
-	}
 	return out;
 }
 
@@ -595,6 +751,299 @@ void Store::remove_stale_temp_files() const
 		SLS_LOG_INFO("removing %s left by an interrupted compaction", p.c_str());
 		::unlink(p.c_str());
 	}
+}
+
+struct Store::SparePool {
+	std::mutex mu;
+	std::vector<std::pair<std::string, uint64_t>> files;	// path, size
+	uint64_t bytes = 0;
+	unsigned max_files = kDefaultSpareFiles;
+	uint64_t max_bytes = kDefaultSpareBytes;
+	unsigned reserve = kDefaultSpareReserve;
+	uint64_t want_bytes = 0;	// size class of the last epoch written (make_spares)
+	uint64_t made = 0;		// spares made so far (their names)
+	std::mutex make_mu;		// one make_spares() at a time
+};
+
+void Store::note_epoch_size(uint64_t size_class) const
+{
+	std::lock_guard lk(spares_->mu);
+	spares_->want_bytes = size_class;
+}
+
+Result<unsigned> Store::make_spares() const
+{
+	std::lock_guard mk(spares_->make_mu);
+	std::vector<std::pair<std::string, uint64_t>> made;
+	auto undo = [&] {
+		for (const auto &m : made)
+			::unlink(m.first.c_str());
+	};
+	for (;;) {
+		uint64_t want = 0;
+		{
+			std::lock_guard lk(spares_->mu);
+			want = spares_->want_bytes;
+			unsigned fit = 0;
+			for (const auto &f : spares_->files)
+				fit += f.second >= want;
+			uint64_t bytes = spares_->bytes;
+			for (const auto &m : made)
+				bytes += m.second;
+			if (!want || fit + made.size() >= spares_->reserve ||
+			    spares_->files.size() + made.size() >= spares_->max_files || bytes + want > spares_->max_bytes)
+				break;
+			spares_->made++;
+		}
+		const std::string p =
+			epochs_dir_ + "/" + strf("spare-new-%d-%llu.sls.free", static_cast<int>(getpid()),
+						 static_cast<unsigned long long>(spares_->made));
+		UniqueFd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+		if (!fd.valid()) {
+			Error e = errno_error("create spare " + p);
+			undo();
+			return e;
+		}
+		made.push_back({p, want});
+		int r = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(want));
+		if (r != 0) {
+			undo();
+			return make_error(-r, "allocate %llu bytes for spare %s: %s", static_cast<unsigned long long>(want),
+					  p.c_str(), strerror(r));
+		}
+	}
+	if (made.empty())
+		return 0u;
+	if (Status s = fsync_dir(epochs_dir_); !s.ok()) {
+		undo();
+		return s.error();
+	}
+	std::lock_guard lk(spares_->mu);
+	auto &f = spares_->files;
+	for (const auto &m : made) {
+		auto it = std::lower_bound(f.begin(), f.end(), m.second,
+					   [](const std::pair<std::string, uint64_t> &a, uint64_t b) { return a.second < b; });
+		f.insert(it, m);
+		spares_->bytes += m.second;
+	}
+	return static_cast<unsigned>(made.size());
+}
+
+void Store::set_spare_limits(unsigned max_files, uint64_t max_bytes, unsigned reserve)
+{
+	std::vector<std::string> drop;
+	{
+		std::lock_guard lk(spares_->mu);
+		spares_->max_files = max_files;
+		spares_->max_bytes = max_bytes;
+		spares_->reserve = reserve;
+		auto &f = spares_->files;
+		while (!f.empty() && (f.size() > max_files || spares_->bytes > max_bytes)) {
+			spares_->bytes -= f.back().second;	// largest first
+			drop.push_back(f.back().first);
+			f.pop_back();
+		}
+	}
+	for (const auto &p : drop)
+		::unlink(p.c_str());
+}
+
+std::vector<std::pair<std::string, uint64_t>> Store::spare_files() const
+{
+	std::lock_guard lk(spares_->mu);
+	return spares_->files;
+}
+
+std::optional<std::pair<std::string, uint64_t>> Store::take_spare(uint64_t bytes) const
+{
+	std::lock_guard lk(spares_->mu);
+	auto &f = spares_->files;	// sorted by size
+	auto it = std::lower_bound(f.begin(), f.end(), bytes,
+				   [](const std::pair<std::string, uint64_t> &a, uint64_t b) { return a.second < b; });
+	if (it == f.end())
+		return std::nullopt;
+	auto r = *it;
+	f.erase(it);
+	spares_->bytes -= r.second;
+	return r;
+}
+
+void Store::drop_spares() const
+{
+	std::vector<std::pair<std::string, uint64_t>> f;
+	{
+		std::lock_guard lk(spares_->mu);
+		f.swap(spares_->files);
+		spares_->bytes = 0;
+	}
+	for (const auto &x : f)
+		::unlink(x.first.c_str());
+}
+
+void Store::retire(const std::string &path, uint64_t epoch) const
+{
+	struct stat st;
+	if (::stat(path.c_str(), &st) < 0 || !S_ISREG(st.st_mode))
+		return;
+	const uint64_t size = static_cast<uint64_t>(st.st_size);
+	bool keep = size >= 2 * fmt::kAlign && size % fmt::kAlign == 0;
+	if (keep) {
+		std::lock_guard lk(spares_->mu);
+		keep = spares_->files.size() < spares_->max_files && spares_->bytes + size <= spares_->max_bytes;
+		if (keep)
+			spares_->bytes += size;	// reserved; released below if this fails
+	}
+	auto release = [&] {
+		std::lock_guard lk(spares_->mu);
+		spares_->bytes -= size;
+	};
+	if (!keep) {
+		if (::unlink(path.c_str()) < 0 && errno != ENOENT)
+			SLS_LOG_WARN("remove %s: %s", path.c_str(), strerror(errno));
+		return;
+	}
+	// Zero the file header: the file stops reading as its old epoch (which
+	// a durable base or newer chains made unnecessary). Not synced: if a
+	// power loss undoes it, the old epoch reappears, true and unneeded, and
+	// is retired again.
+	bool ok = false;
+	{
+		UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | (direct_io_ ? O_DIRECT : 0)));
+		if (!fd.valid() && direct_io_ && errno == EINVAL)
+			fd.reset(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+		void *z = std::aligned_alloc(fmt::kAlign, fmt::kAlign);
+		if (fd.valid() && z) {
+			memset(z, 0, fmt::kAlign);
+			ok = ::pwrite(fd.get(), z, fmt::kAlign, 0) == static_cast<ssize_t>(fmt::kAlign);
+		}
+		std::free(z);
+	}
+	std::string to = path;
+	if (ok && !is_spare_name(path.substr(path.rfind('/') + 1))) {
+		ok = false;
+		for (unsigned k = 0; k < 64 && !ok; k++) {
+			std::string n = spare_file_name(epoch);
+			if (k)
+				n.insert(n.size() - 9, strf(".%u", k));
+			to = epochs_dir_ + "/" + n;
+			ok = ::renameat2(AT_FDCWD, path.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0;
+			if (!ok && errno != EEXIST)
+				break;
+		}
+	}
+	if (!ok) {
+		release();
+		if (::unlink(path.c_str()) < 0 && errno != ENOENT)
+			SLS_LOG_WARN("remove %s: %s", path.c_str(), strerror(errno));
+		return;
+	}
+	std::lock_guard lk(spares_->mu);
+	auto &f = spares_->files;
+	auto it = std::lower_bound(f.begin(), f.end(), size,
+				   [](const std::pair<std::string, uint64_t> &a, uint64_t b) { return a.second < b; });
+	f.insert(it, {to, size});
+}
+
+void Store::name_segment(const WriteStats &ws) const
+{
+	if (ws.written_path.empty() || ws.written_path == ws.path)
+		return;
+	if (::rename(ws.written_path.c_str(), ws.path.c_str()) < 0)
+		SLS_LOG_WARN("rename %s to %s: %s (the segment is found by its header)", ws.written_path.c_str(),
+			     ws.path.c_str(), strerror(errno));
+}
+
+Result<unsigned> Store::recover() const
+{
+	remove_stale_temp_files();
+	auto names = segment_candidates(epochs_dir_);
+	if (!names)
+		return names.error();
+	struct File {
+		std::string name, path;
+		SegmentInfo info;
+	};
+	std::vector<File> files;
+	std::map<uint64_t, size_t> best;	// epoch -> index of its segment in files
+	for (const auto &n : *names) {
+		File f{n, epochs_dir_ + "/" + n, {}};
+		f.info = scan_path(f.path, 0, vm_, ScanDepth::structure, nullptr);
+		files.push_back(std::move(f));
+		const File &x = files.back();
+		if (!x.info.header_valid)
+			continue;
+		auto it = best.find(x.info.epoch);
+		if (it == best.end() || better_copy(x.info, files[it->second].info, segment_path(x.info.epoch)))
+			best[x.info.epoch] = files.size() - 1;
+	}
+	std::set<std::string> winners;
+	for (const auto &[e, i] : best)
+		if (files[i].info.status == SegmentStatus::valid)
+			winners.insert(files[i].path);
+	unsigned renamed = 0;
+	for (const auto &[e, i] : best) {
+		const File &f = files[i];
+		const std::string to = segment_path(e);
+		if (f.info.status != SegmentStatus::valid || f.path == to)
+			continue;
+		if (winners.count(to)) {
+			SLS_LOG_WARN("%s holds epoch %llu but %s holds another valid segment: name left as is",
+				     f.path.c_str(), static_cast<unsigned long long>(e), to.c_str());
+			continue;
+		}
+		if (::rename(f.path.c_str(), to.c_str()) < 0) {
+			SLS_LOG_WARN("rename %s to %s: %s", f.path.c_str(), to.c_str(), strerror(errno));
+			continue;
+		}
+		SLS_LOG_INFO("%s holds epoch %llu: renamed to %s", f.path.c_str(), static_cast<unsigned long long>(e),
+			     to.c_str());
+		winners.erase(f.path);
+		winners.insert(to);
+		renamed++;
+	}
+	// The rest: valid copies that lost to a better one (a delta a durable
+	// base of the same epoch replaced) and spare files become spares; torn
+	// and corrupt files under an epoch's name stay for inspection.
+	std::set<std::string> pooled;
+	{
+		std::lock_guard lk(spares_->mu);
+		for (const auto &x : spares_->files)
+			pooled.insert(x.first);
+	}
+	for (const auto &f : files) {
+		if (winners.count(f.path) || pooled.count(f.path))
+			continue;
+		const bool lost = f.info.status == SegmentStatus::valid;	// not a winner: a duplicate
+		if (!lost && !is_spare_name(f.name) && !f.info.blank_header)
+			continue;
+		struct stat st;
+		if (::stat(f.path.c_str(), &st) < 0)
+			continue;	// renamed above
+		if (f.info.blank_header && is_spare_name(f.name)) {
+			// Already a spare (the usual case): pooled as it is, no write.
+			const uint64_t size = static_cast<uint64_t>(st.st_size);
+			bool keep = size >= 2 * fmt::kAlign && size % fmt::kAlign == 0;
+			{
+				std::lock_guard lk(spares_->mu);
+				keep = keep && spares_->files.size() < spares_->max_files &&
+				       spares_->bytes + size <= spares_->max_bytes;
+				if (keep) {
+					auto &v = spares_->files;
+					auto it = std::lower_bound(v.begin(), v.end(), size,
+								   [](const std::pair<std::string, uint64_t> &a, uint64_t b) {
+									   return a.second < b;
+								   });
+					v.insert(it, {f.path, size});
+					spares_->bytes += size;
+				}
+			}
+			if (!keep)
+				::unlink(f.path.c_str());
+			continue;
+		}
+		retire(f.path, f.info.header_valid ? f.info.epoch : epoch_of_name(f.name));
+	}
+	return renamed;
 }
 
 std::vector<EpochView> resolve_chains(const std::vector<SegmentInfo> &segments)
@@ -670,6 +1119,7 @@ RetentionPlan plan_retention(const std::vector<EpochView> &views, const Retentio
 		}
 		return n;
 	};
+	auto seg_bytes = [](const SegmentInfo &s) { return s.segment_bytes ? s.segment_bytes : s.file_size; };
 	auto removable = [&](const std::set<uint64_t> &need) {
 		std::vector<uint64_t> r;
 		for (const auto &v : views)
@@ -686,8 +1136,8 @@ RetentionPlan plan_retention(const std::vector<EpochView> &views, const Retentio
 		uint64_t bytes = 0;
 		for (uint64_t e : with_base)
 			if (e != root)
-				bytes += by_epoch[e]->seg.file_size;
-		const uint64_t root_bytes = by_epoch[root]->seg.file_size;
+				bytes += seg_bytes(by_epoch[e]->seg);
+		const uint64_t root_bytes = seg_bytes(by_epoch[root]->seg);
 		const size_t gain = with_base.size() - plan.remove.size();
 		if (gain > 0 && with_base.size() >= std::max(1u, policy.compact_min) &&
 		    bytes * 100 >= root_bytes * policy.compact_bytes_pct) {
@@ -697,6 +1147,8 @@ RetentionPlan plan_retention(const std::vector<EpochView> &views, const Retentio
 	}
 	if (!plan.compact_epoch && plan.remove.empty())
 		plan.oldest_retained = 0;	// nothing to do yet
+	for (uint64_t e : plan.remove)
+		plan.remove_paths.push_back(by_epoch[e]->seg.path);
 	return plan;
 }
 
@@ -715,6 +1167,9 @@ Result<SegmentInfo> Store::newest_restorable(ScanDepth depth) const
 		return views.error();
 	std::map<uint64_t, SegmentStatus> verified;	// full verify of each segment at most once
 	std::map<uint64_t, std::string> why;
+	std::map<uint64_t, std::string> path_of;
+	for (const auto &v : *views)
+		path_of[v.seg.epoch] = v.seg.path;
 	for (auto it = views->rbegin(); it != views->rend(); ++it) {
 		if (!it->restorable)
 			continue;
@@ -723,7 +1178,7 @@ Result<SegmentInfo> Store::newest_restorable(ScanDepth depth) const
 		bool ok = true;
 		for (uint64_t e : it->chain) {
 			if (!verified.count(e)) {
-				SegmentInfo s = scan(e, ScanDepth::full);
+				SegmentInfo s = scan_path(path_of[e], e, vm_, ScanDepth::full, nullptr);
 				verified[e] = s.status;
 				why[e] = s.detail;
 			}
@@ -743,9 +1198,12 @@ Result<SegmentInfo> Store::newest_restorable(ScanDepth depth) const
 
 Result<SegmentInfo> Store::newest_valid() const { return newest_restorable(ScanDepth::full); }
 
-Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, std::span<const RamBlockMem> dest,
-				     bool zero_dest, std::mutex *lock, bool newest_first) const
+Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, const std::vector<std::string> &paths,
+				     std::span<const RamBlockMem> dest, bool zero_dest, std::mutex *lock,
+				     bool newest_first) const
 {
+	if (paths.size() != chain.size())
+		return make_error(-EINVAL, "load_chain: %zu paths for %zu segments", paths.size(), chain.size());
 	// Open every segment of the chain first (under `lock`, so a compaction
 	// cannot delete a link in between); the open fds keep them readable.
 	std::vector<UniqueFd> fds;
@@ -753,13 +1211,13 @@ Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, std::sp
 		std::unique_lock<std::mutex> lk;
 		if (lock)
 			lk = std::unique_lock(*lock);
-		for (uint64_t e : chain) {
-			UniqueFd fd(::open(segment_path(e).c_str(), O_RDONLY | O_CLOEXEC));
+		for (size_t i = 0; i < chain.size(); i++) {
+			const uint64_t e = chain[i];
+			UniqueFd fd(::open(paths[i].c_str(), O_RDONLY | O_CLOEXEC));
 			if (!fd.valid())
 				return make_error(-EBADMSG, "epoch %llu: chain segment %llu: open %s: %s",
 						  static_cast<unsigned long long>(chain.back()),
-						  static_cast<unsigned long long>(e), segment_path(e).c_str(),
-						  strerror(errno));
+						  static_cast<unsigned long long>(e), paths[i].c_str(), strerror(errno));
 			fds.push_back(std::move(fd));
 		}
 	}
@@ -775,7 +1233,7 @@ Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, std::sp
 		const size_t ci = newest_first ? chain.size() - 1 - step : step;
 		Parsed parsed;
 		SegmentInfo info;
-		info.path = segment_path(chain[ci]);
+		info.path = paths[ci];
 		scan_fd(fds[ci].get(), info, chain[ci], vm_, ScanDepth::structure, &parsed);
 		const auto ep = static_cast<unsigned long long>(chain[ci]);
 		if (info.status != SegmentStatus::valid)
@@ -908,6 +1366,17 @@ Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, std::sp
 
 // The catalog, read under the store lock when the caller shares one with
 // the writer (slsvirtd's per-VM lock); a plain read otherwise.
+static std::vector<std::string> chain_paths(const std::vector<EpochView> &views, const std::vector<uint64_t> &chain)
+{
+	std::map<uint64_t, const std::string *> at;
+	for (const auto &v : views)
+		at[v.seg.epoch] = &v.seg.path;
+	std::vector<std::string> paths;
+	for (uint64_t e : chain)
+		paths.push_back(at.count(e) ? *at[e] : std::string());
+	return paths;
+}
+
 static Result<std::vector<EpochView>> catalog_under(const Store &store, std::mutex *lock)
 {
 	std::unique_lock<std::mutex> lk;
@@ -919,32 +1388,66 @@ static Result<std::vector<EpochView>> catalog_under(const Store &store, std::mut
 Result<LoadResult> Store::load(uint64_t epoch, std::span<const RamBlockMem> dest, bool zero_dest,
 			       std::mutex *lock) const
 {
-	auto c = catalog_under(*this, lock);
+	// The whole load under the store lock: compaction cannot retire (and a
+	// writer cannot then reuse) a segment between the catalog and the read.
+	// A reader without the lock (another process: slsctl, export) may see a
+	// chain segment retired or reused under it: that fails its checks (the
+	// header names another epoch, or page crcs), never loads wrong bytes;
+	// the load is then retried on a fresh catalog if the chain's files moved.
+	std::unique_lock<std::mutex> lk;
+	if (lock)
+		lk = std::unique_lock(*lock);
+	auto c = catalog(ScanDepth::structure);
 	if (!c)
 		return c.error();
 	std::vector<EpochView> views = std::move(*c);
-	if (epoch != 0) {
-		for (const auto &v : views) {
-			if (v.seg.epoch != epoch)
-				continue;
-			if (!v.restorable)
+	auto moved = [&](const std::vector<uint64_t> &chain, const std::vector<std::string> &paths) {
+		auto fresh = catalog(ScanDepth::structure);
+		if (!fresh)
+			return false;
+		bool changed = chain_paths(*fresh, chain) != paths;
+		if (changed)
+			views = std::move(*fresh);
+		return changed;
+	};
+	for (int attempt = 0;; attempt++) {
+		if (epoch != 0) {
+			const EpochView *v = nullptr;
+			for (const auto &x : views)
+				if (x.seg.epoch == epoch)
+					v = &x;
+			if (!v)
+				return make_error(-ENOENT, "epoch %llu does not exist for VM '%s'",
+						  static_cast<unsigned long long>(epoch), vm_.c_str());
+			if (!v->restorable)
 				return make_error(-EBADMSG, "epoch %llu is not restorable: %s",
-						  static_cast<unsigned long long>(epoch), v.why.c_str());
-			return load_chain(v.chain, dest, zero_dest, lock);
-		}
-		return make_error(-ENOENT, "epoch %llu does not exist for VM '%s'", static_cast<unsigned long long>(epoch),
-				  vm_.c_str());
-	}
-	for (auto it = views.rbegin(); it != views.rend(); ++it) {
-		if (!it->restorable)
+						  static_cast<unsigned long long>(epoch), v->why.c_str());
+			const auto chain = v->chain;
+			const auto paths = chain_paths(views, chain);
+			auto r = load_chain(chain, paths, dest, zero_dest, nullptr);
+			if (r.ok() || r.code() != -EBADMSG || attempt >= 3 || !moved(chain, paths))
+				return r;
 			continue;
-		auto r = load_chain(it->chain, dest, zero_dest, lock);
-		if (r.ok() || r.code() != -EBADMSG)
-			return r;
-		SLS_LOG_WARN("VM %s: %s; trying an older epoch", vm_.c_str(), r.message().c_str());
-		zero_dest = true;	// the failed attempt left pages behind
+		}
+		bool retry = false;
+		for (auto it = views.rbegin(); it != views.rend() && !retry; ++it) {
+			if (!it->restorable)
+				continue;
+			const auto chain = it->chain;
+			const auto paths = chain_paths(views, chain);
+			auto r = load_chain(chain, paths, dest, zero_dest, nullptr);
+			if (r.ok() || r.code() != -EBADMSG)
+				return r;
+			zero_dest = true;	// the failed attempt left pages behind
+			if (attempt < 3 && moved(chain, paths)) {
+				retry = true;	// views is the fresh catalog now
+				break;
+			}
+			SLS_LOG_WARN("VM %s: %s; trying an older epoch", vm_.c_str(), r.message().c_str());
+		}
+		if (!retry)
+			return make_error(-ENOENT, "VM '%s' has no valid epoch to restore", vm_.c_str());
 	}
-	return make_error(-ENOENT, "VM '%s' has no valid epoch to restore", vm_.c_str());
 }
 
 namespace {
@@ -1017,7 +1520,7 @@ Result<CompactStats> Store::compact(const RetentionPlan &plan, const FaultPlan &
 			at += b.length;
 		}
 		const uint64_t t1 = mono_ns();
-		auto lr = load_chain(v->chain, blocks, false, lock, true);
+		auto lr = load_chain(v->chain, chain_paths(views, v->chain), blocks, false, lock, true);
 		if (!lr)
 			return make_error(lr.code(), "compaction of epoch %llu: %s", static_cast<unsigned long long>(e),
 					  lr.message().c_str());
@@ -1051,6 +1554,10 @@ Result<CompactStats> Store::compact(const RetentionPlan &plan, const FaultPlan &
 			return err;
 		}
 		SLS_TRY(fsync_dir(epochs_dir_));
+		// The delta the base replaces, if a power loss had left it under
+		// another name: the base is durable, so the delta is a spare now.
+		if (v->seg.path != segment_path(e))
+			retire(v->seg.path, e);
 		stage(CompactStage::renamed, FaultKind::crash_compaction_renamed, "crash-compaction-renamed", e);
 	}
 	// Deletes, newest first, each only after the base (if any) is durable.
@@ -1058,21 +1565,18 @@ Result<CompactStats> Store::compact(const RetentionPlan &plan, const FaultPlan &
 		std::unique_lock<std::mutex> lk;
 		if (lock)
 			lk = std::unique_lock(*lock);
+		// Each removed segment is retired: kept as a spare the writer will
+		// overwrite in place (its header zeroed first), or deleted when the
+		// pool is full. Nothing here needs to be durable: a retired segment
+		// that reappears after a power loss is an old, unneeded epoch.
 		const size_t half = plan.remove.size() / 2;
-		Status st;
 		for (size_t i = 0; i < plan.remove.size(); i++) {
 			if (i == half && e)
 				stage(CompactStage::mid_delete, FaultKind::crash_mid_compaction, "crash-mid-compaction", e);
-			std::string p = segment_path(plan.remove[i]);
-			if (::unlink(p.c_str()) < 0 && errno != ENOENT && st.ok())
-				st = errno_error("remove " + p);
-			else
-				cs.removed++;
+			std::string p = i < plan.remove_paths.size() ? plan.remove_paths[i] : segment_path(plan.remove[i]);
+			retire(p, plan.remove[i]);
+			cs.removed++;
 		}
-		if (!plan.remove.empty())
-			fsync_dir(epochs_dir_).ignore();	// the deletes need not be durable: either way is consistent
-		if (!st.ok())
-			return st.error();
 	}
 	cs.total_ns = mono_ns() - t0;
 	return cs;

@@ -243,6 +243,42 @@ struct Entry {
 	uint32_t crc;	// of the page's 4096 bytes (not stored for a ZERO entry)
 };
 
+// Bytes a segment of these records can take at most (every listed page
+// with data): what a spare must hold to take the epoch.
+uint64_t segment_bound(size_t nblocks, size_t npages, size_t devstate)
+{
+	uint64_t b = fmt::kAlign + fmt::record_span(nblocks * sizeof(fmt::LayoutBlock));
+	const size_t full_records = npages / kPagesPerRecord, rest = npages % kPagesPerRecord;
+	b += full_records * fmt::record_span(fmt::pages_payload_length(kPagesPerRecord));
+	if (rest)
+		b += fmt::record_span(fmt::pages_payload_length(rest));
+	return b + fmt::record_span(devstate) + fmt::kAlign;
+}
+
+// Size a new segment file is rounded up to (zeros written after COMMIT), so
+// that it can later take, as a spare, an epoch a little larger than this
+// one: steps of 1/16 of its size, 64 KiB..1 MiB.
+uint64_t size_class(uint64_t bound)
+{
+	uint64_t g = 1;
+	while (g * 2 <= bound)
+		g *= 2;
+	g = std::clamp<uint64_t>(g / 16, 64u << 10, 1u << 20);
+	return fmt::align_up(bound, g);
+}
+
+// 1 MiB of zeros, 4096-aligned (padding of new files; never freed).
+const unsigned char *zero_chunk()
+{
+	static const unsigned char *z = [] {
+		auto *p = static_cast<unsigned char *>(std::aligned_alloc(fmt::kAlign, 1u << 20));
+		if (p)
+			memset(p, 0, 1u << 20);
+		return p;
+	}();
+	return z;
+}
+
 // Appended bytes that are handed to the kernel together (about one PAGES
 // record): large enough to keep the queue busy, small enough that the first
 // write starts soon.
@@ -256,6 +292,7 @@ Result<WriteStats> Store::write_epoch(const EpochMeta &meta, std::span<const Ram
 {
 	SegmentSpec spec;
 	spec.path = segment_path(meta.epoch);
+	spec.recycle = true;
 	spec.meta = meta;
 	spec.blocks = blocks;
 	spec.devstate = devstate;
@@ -275,6 +312,7 @@ Result<WriteStats> Store::write_delta_epoch(const EpochMeta &meta, std::span<con
 				  static_cast<unsigned long long>(meta.parent_epoch));
 	SegmentSpec spec;
 	spec.path = segment_path(meta.epoch);
+	spec.recycle = true;
 	spec.meta = meta;
 	spec.blocks = blocks;
 	spec.delta = true;
@@ -322,20 +360,53 @@ Result<WriteStats> Store::write_segment(const SegmentSpec &spec, const FaultPlan
 		}
 	}
 
-	// 2. Create the segment (O_TRUNC: a torn/corrupt segment of the same
-	// epoch number is overwritten; callers never reuse a valid epoch).
-	const std::string &path = spec.path;
-	struct stat st;
-	const bool existed = ::stat(path.c_str(), &st) == 0;
-	const int oflags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
-	bool direct = direct_io_;
-	UniqueFd fd(::open(path.c_str(), oflags | (direct ? O_DIRECT : 0), 0600));
-	if (!fd.valid() && direct && errno == EINVAL) {
-		direct = false;	// e.g. tmpfs: no O_DIRECT
-		fd.reset(::open(path.c_str(), oflags, 0600));
+	// 2. Where: over a spare file large enough (an epoch; written in place,
+	// no allocation and no size change, so the fdatasync below is a pure
+	// device flush), else a new file under the epoch's name (O_TRUNC: a
+	// torn/corrupt segment of the same number is overwritten; callers never
+	// reuse a valid epoch), rounded up to its size class.
+	const uint64_t bound = segment_bound(blocks.size(), pages.size(), devstate.size());
+	std::optional<std::pair<std::string, uint64_t>> spare;
+	if (spec.recycle) {
+		if (spec.delta)	// the steady state: spares are made ahead for deltas, not for rare FULL epochs
+			note_epoch_size(size_class(bound));
+		spare = take_spare(bound);
 	}
-	if (!fd.valid())
-		return errno_error("create " + path);
+	std::string path = spare ? spare->first : spec.path;
+	bool direct = direct_io_;
+	UniqueFd fd;
+	bool existed = false;
+	if (spare) {
+		const int oflags = O_WRONLY | O_CLOEXEC;
+		fd.reset(::open(path.c_str(), oflags | (direct ? O_DIRECT : 0)));
+		if (!fd.valid() && direct && errno == EINVAL) {
+			direct = false;
+			fd.reset(::open(path.c_str(), oflags));
+		}
+		if (fd.valid()) {
+			existed = true;
+		} else {
+			SLS_LOG_WARN("spare %s: %s; writing a new file", path.c_str(), strerror(errno));
+			spare.reset();
+			path = spec.path;
+		}
+	}
+	if (!spare) {
+		struct stat st;
+		existed = ::stat(path.c_str(), &st) == 0;
+		const int oflags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+		fd.reset(::open(path.c_str(), oflags | (direct ? O_DIRECT : 0), 0600));
+		if (!fd.valid() && direct && errno == EINVAL) {
+			direct = false;	// e.g. tmpfs: no O_DIRECT
+			fd.reset(::open(path.c_str(), oflags, 0600));
+		}
+		if (!fd.valid()) {
+			Error e = errno_error("create " + path);
+			if (e.code == -ENOSPC)
+				drop_spares();	// none fitted: give their space to the next epoch
+			return e;
+		}
+	}
 	UniqueFd dirfd;
 	if (!existed && spec.fsync_dir_if_new) {
 		dirfd.reset(::open(epochs_dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -380,6 +451,8 @@ Result<WriteStats> Store::write_segment(const SegmentSpec &spec, const FaultPlan
 		if (::unlink(path.c_str()) < 0)
 			SLS_LOG_WARN("could not remove failed segment %s: %s", path.c_str(), strerror(errno));
 		s.context(strf("epoch %llu", static_cast<unsigned long long>(meta.epoch)));
+		if (s.code() == -ENOSPC)
+			drop_spares();	// none fitted: give their space to the next epoch
 		return s.error();
 	};
 	uint64_t nr_records = 0;
@@ -565,6 +638,18 @@ Result<WriteStats> Store::write_segment(const SegmentSpec &spec, const FaultPlan
 		memcpy(*buf, &h, sizeof(h));
 		memcpy(*buf + sizeof(h), &c, sizeof(c));
 	}
+	// A new epoch file: zeros up to its size class (never read; they make
+	// the file a spare that later epochs overwrite without allocating).
+	if (!spare && spec.recycle && zero_chunk()) {
+		const uint64_t end = cursor + fmt::kAlign, want = size_class(bound);
+		for (uint64_t at = end; at < want;) {
+			const uint64_t n = std::min<uint64_t>(want - at, 1u << 20);
+			if (Status z = out.ref(zero_chunk(), n); !z.ok())
+				return fail(z);
+			at += n;
+			stats.pad_bytes += n;
+		}
+	}
 	if (Status f = out.flush(); !f.ok())
 		return fail(f);
 
@@ -579,6 +664,11 @@ Result<WriteStats> Store::write_segment(const SegmentSpec &spec, const FaultPlan
 	stats.short_writes = w.short_writes();
 	stats.submits = w.submits();
 	stats.direct_io = direct;
+	stats.reused_spare = spare.has_value();
+	stats.written_path = path;
+	stats.path = spec.path;
+	if (name_on_write_)
+		name_segment(stats);
 	stats.write_ns = now_ns(CLOCK_MONOTONIC) - t0;
 	return stats;
 }

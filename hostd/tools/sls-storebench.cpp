@@ -45,7 +45,7 @@ int usage()
 	fprintf(stderr,
 		"usage: sls-storebench --dir D [--epochs K] [--dirty-mib D] [--ram-mib R] [--rate HZ]\n"
 		"                      [--direct-io] [--retain N] [--compact-min N] [--compact-bytes-pct P]\n"
-		"                      [--zero-pct P] [--keep]\n");
+		"                      [--zero-pct P] [--spare-files N] [--keep]\n");
 	return 2;
 }
 
@@ -55,6 +55,7 @@ int main(int argc, char **argv)
 {
 	std::string dir;
 	unsigned epochs = 500, retain = kDefaultRetain, compact_min = kDefaultCompactMin, compact_pct = 100;
+	unsigned spare_files = kDefaultSpareFiles;
 	double dirty_mib = 1, ram_mib = 256, rate = 0, zero_pct = 0;
 	bool direct = false, keep = false;
 	for (int i = 1; i < argc; i++) {
@@ -77,6 +78,8 @@ int main(int argc, char **argv)
 			compact_min = static_cast<unsigned>(strtoul(v, nullptr, 10));
 		else if (a == "--compact-bytes-pct" && (v = val()))
 			compact_pct = static_cast<unsigned>(strtoul(v, nullptr, 10));
+		else if (a == "--spare-files" && (v = val()))
+			spare_files = static_cast<unsigned>(strtoul(v, nullptr, 10));
 		else if (a == "--zero-pct" && (v = val()))
 			zero_pct = strtod(v, nullptr);
 		else if (a == "--direct-io")
@@ -106,6 +109,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	st->set_direct_io(direct);
+	st->set_spare_limits(spare_files, kDefaultSpareBytes);
+	if (auto rec = st->recover(); !rec) {
+		fprintf(stderr, "sls-storebench: %s\n", rec.message().c_str());
+		return 1;
+	}
 	auto ring = Uring::create(256);
 	if (!ring) {
 		fprintf(stderr, "sls-storebench: %s\n", ring.message().c_str());
@@ -122,8 +130,8 @@ int main(int argc, char **argv)
 	}
 	const double full_ms = static_cast<double>(mono_ns() - tf) / 1e6;
 
-	std::vector<uint64_t> lat;
-	uint64_t data_bytes = 0, file_bytes = 0, late = 0, zero_entries = 0;
+	std::vector<uint64_t> lat, lat_new, lat_made, lat_retired;
+	uint64_t data_bytes = 0, file_bytes = 0, late = 0, zero_entries = 0, reused = 0;
 	std::vector<PageRef> pages;
 	std::vector<uint64_t> idx(npages);
 	for (uint64_t i = 0; i < npages; i++)
@@ -169,8 +177,14 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		lat.push_back(b - a);
+		// Where it went: a new file, a spare made ahead (fallocated: the
+		// first write converts extents), or a retired segment (a pure overwrite).
+		(!r->reused_spare ? lat_new : r->written_path.find("/spare-new-") != std::string::npos ? lat_made
+													 : lat_retired)
+			.push_back(b - a);
 		data_bytes += r->data_pages * 4096;
 		file_bytes += r->file_bytes;
+		reused += r->reused_spare;
 		zero_entries += r->zero_pages;
 		comp.kick();	// after the "ack", as slsvirtd does
 	}
@@ -184,7 +198,9 @@ int main(int argc, char **argv)
 	       "\"write_mib_s_while_writing\":%.1f,\"commit_ms_p50\":%.3f,\"commit_ms_p99\":%.3f,"
 	       "\"commit_ms_max\":%.3f,\"commit_ms_mean\":%.3f,\"late_ticks\":%llu,\"zero_entries\":%llu,"
 	       "\"full_epoch_ms\":%.1f,\"full_epoch_mib\":%.1f,\"compaction_passes\":%llu,\"bases_written\":%llu,"
-	       "\"compaction_max_pass_ms\":%.1f,\"segments_removed\":%llu}\n",
+	       "\"compaction_max_pass_ms\":%.1f,\"segments_removed\":%llu,\"epochs_over_spares\":%llu,\"spares_made\":%llu,"
+	       "\"by_target\":{\"new_file\":[%zu,%.3f,%.3f],\"made_spare\":[%zu,%.3f,%.3f],"
+	       "\"retired_segment\":[%zu,%.3f,%.3f]}}\n",
 	       epochs, dirty_mib, ram_mib, rate, full->direct_io ? "true" : "false", epochs / secs,
 	       static_cast<double>(data_bytes) / (1 << 20) / secs, static_cast<double>(file_bytes) / (1 << 20) / secs,
 	       static_cast<double>(file_bytes) / (1 << 20) / (sum_ms / 1e3), pct(lat, 50), pct(lat, 99), pct(lat, 100),
@@ -192,12 +208,17 @@ int main(int argc, char **argv)
 	       static_cast<unsigned long long>(zero_entries), full_ms,
 	       static_cast<double>(full->file_bytes) / (1 << 20), static_cast<unsigned long long>(comp.passes()),
 	       static_cast<unsigned long long>(comp.bases_written()), static_cast<double>(comp.max_pass_ns()) / 1e6,
-	       static_cast<unsigned long long>(comp.segments_removed()));
+	       static_cast<unsigned long long>(comp.segments_removed()), static_cast<unsigned long long>(reused),
+	       static_cast<unsigned long long>(comp.spares_made()), lat_new.size(), pct(lat_new, 50), pct(lat_new, 99),
+	       lat_made.size(), pct(lat_made, 50), pct(lat_made, 99), lat_retired.size(), pct(lat_retired, 50),
+	       pct(lat_retired, 99));
 	if (!keep) {
 		auto list = st->list(ScanDepth::structure);
 		if (list)
 			for (const auto &s : *list)
 				unlink(s.path.c_str());
+		for (const auto &sp : st->spare_files())
+			unlink(sp.first.c_str());
 	}
 	std::free(ram);
 	return 0;

@@ -85,7 +85,7 @@ TEST_F(SlsctlTest, LsAndVerify)
 
 	// Corrupt one page of epoch 3: verify fails, naming the epoch.
 	auto b = test::read_file(store->segment_path(3));
-	b[b.size() - 3 * 4096] ^= 1;	// inside the last PAGES record's data
+	b[store->scan(3, ScanDepth::structure).segment_bytes - 3 * 4096] ^= 1;	// inside the last PAGES record's data
 	test::write_file(store->segment_path(3), b);
 	r = slsctl("verify vm" + opts);
 	EXPECT_EQ(r.status, 1) << r.out;
@@ -143,7 +143,7 @@ TEST_F(SlsctlTest, LsVerifyAndRestoreWithChains)
 
 	// Corrupt a page of delta 5: 5 and 6 not restorable, with the reason; newest is 4.
 	auto b = test::read_file(store->segment_path(5));
-	b[b.size() - 4096 - 4096 - 1] ^= 1;	// last data page, before DEVSTATE and COMMIT
+	b[store->scan(5, ScanDepth::structure).segment_bytes - 4096 - 4096 - 1] ^= 1;	// last data page, before DEVSTATE and COMMIT
 	test::write_file(store->segment_path(5), b);
 	r = slsctl("verify vm" + opts);
 	EXPECT_EQ(r.status, 1) << r.out;

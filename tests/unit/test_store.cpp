@@ -66,10 +66,15 @@ std::vector<Rec> records_of(const std::string &path)
 		fmt::RecordHeader h;
 		memcpy(&h, &b[off], sizeof(h));
 		out.push_back({off, h.type, h.payload_length});
+		if (h.type == fmt::kRecCommit || h.magic != fmt::kRecordMagic)
+			break;	// the file may go on (size class padding, a recycled file's old bytes)
 		off += fmt::record_span(h.payload_length);
 	}
 	return out;
 }
+
+// End of the segment (after the COMMIT block); the file may be longer.
+uint64_t recs_end(const std::string &path) { return records_of(path).back().offset + fmt::kAlign; }
 
 void rewrite_record_header(std::vector<unsigned char> &b, uint64_t off, void (*edit)(fmt::RecordHeader &))
 {
@@ -90,16 +95,24 @@ void downgrade_segment(const std::string &path, uint32_t version)
 	fh.format_version = version;
 	fh.header_crc = crc32c(&fh, offsetof(fmt::FileHeader, header_crc));
 	memcpy(b.data(), &fh, sizeof(fh));
-	uint64_t co = records_of(path).back().offset;
+	const auto recs = records_of(path);
+	uint64_t co = recs.back().offset;
 	fmt::CommitPayload c;
 	memcpy(&c, &b[co + sizeof(fmt::RecordHeader)], sizeof(c));
 	c.content_crc = 0;
+	if (version >= fmt::kFormatContentCrc) {	// recomputed over the new file header
+		c.content_crc = crc32c(b.data(), offsetof(fmt::FileHeader, header_crc));
+		for (size_t i = 0; i + 1 < recs.size(); i++)
+			c.content_crc = crc32c(&b[recs[i].offset], offsetof(fmt::RecordHeader, header_crc), c.content_crc);
+	}
 	memcpy(&b[co + sizeof(fmt::RecordHeader)], &c, sizeof(c));
 	fmt::RecordHeader rh;
 	memcpy(&rh, &b[co], sizeof(rh));
 	rh.payload_crc = crc32c(&c, sizeof(c));
 	rh.header_crc = crc32c(&rh, offsetof(fmt::RecordHeader, header_crc));
 	memcpy(&b[co], &rh, sizeof(rh));
+	if (version < fmt::kFormatRecycled)
+		b.resize(co + fmt::kAlign);	// older versions end at the COMMIT block
 	test::write_file(path, b);
 }
 
@@ -166,7 +179,10 @@ TEST_F(StoreTest, RoundTripSkipsZeroPagesAndRestoresBytes)
 	EXPECT_EQ(st.devstate_bytes, dev.size());
 	struct stat sb;
 	ASSERT_EQ(stat(store->segment_path(1).c_str(), &sb), 0);
-	EXPECT_EQ(static_cast<uint64_t>(sb.st_size), st.file_bytes);
+	// A new file is rounded up to its size class (zeros after COMMIT), so
+	// that it can later be overwritten in place as a spare.
+	EXPECT_EQ(static_cast<uint64_t>(sb.st_size), st.file_bytes + st.pad_bytes);
+	EXPECT_LT(st.pad_bytes, st.file_bytes / 8);
 	EXPECT_LT(st.file_bytes, m.ram.size() + m.bios.size());	// zero pages not stored
 	EXPECT_GE(st.bytes_written, st.nr_pages * kPage + dev.size());
 
@@ -329,8 +345,9 @@ TEST_F(StoreTest, TruncationAtEveryRecordBoundaryAndMidRecord)
 		cuts.push_back(r.offset + fmt::record_span(r.payload_length) / 2);	// mid-payload
 		cuts.push_back(r.offset + fmt::record_span(r.payload_length) - 1);
 	}
+	const uint64_t seg_end = recs_end(p);
 	for (uint64_t cut : cuts) {
-		if (cut >= orig.size())
+		if (cut >= seg_end)
 			continue;
 		test::write_file(p, orig);
 		test::truncate_file(p, cut);
@@ -389,9 +406,17 @@ TEST_F(StoreTest, LengthFieldClaimingMoreThanExists)
 	si = store->scan(2, ScanDepth::full);
 	EXPECT_EQ(si.status, SegmentStatus::corrupt) << si.detail;
 
-	// Trailing garbage after COMMIT.
+	// Bytes after COMMIT: a recycled file's leftovers in format 4 (never
+	// read), corrupt in a format 3 segment.
 	b = orig;
 	b.resize(b.size() + 4096, 1);
+	test::write_file(p, b);
+	si = store->scan(2, ScanDepth::full);
+	EXPECT_EQ(si.status, SegmentStatus::valid) << si.detail;
+	EXPECT_EQ(si.segment_bytes, recs_end(p));
+	downgrade_segment(p, 3);	// ends at COMMIT again ...
+	b = test::read_file(p);
+	b.resize(b.size() + 4096, 1);	// ... plus a block of garbage
 	test::write_file(p, b);
 	si = store->scan(2, ScanDepth::full);
 	EXPECT_EQ(si.status, SegmentStatus::corrupt);
@@ -534,7 +559,7 @@ TEST_F(ChainTest, DeltaHoldsOnlyListedPagesAndZeroEntries)
 	EXPECT_EQ(si.parent_epoch, 1u);
 	EXPECT_EQ(si.nr_zero_pages, 10u);
 	EXPECT_EQ(si.page_bytes, 41 * kPage);
-	EXPECT_LT(si.file_size, 60 * kPage);	// far smaller than the 600-page guest
+	EXPECT_LT(si.segment_bytes, 60 * kPage);	// far smaller than the 600-page guest
 	EXPECT_EQ(store->scan(1, ScanDepth::full).kind, SegmentKind::full);
 	// Page data 4096-aligned: the first data slot follows the index block.
 	auto recs = records_of(store->segment_path(2));
@@ -1149,4 +1174,302 @@ TEST_F(ChainTest, ZeroCopyWritesFromAlignedMemoryWithODirectAndShortWrites)
 		ASSERT_TRUE(lr.ok()) << lr.message();
 		EXPECT_TRUE(out == *want) << "epoch " << e;
 	}
+}
+
+// ---- spare files: retired segments overwritten in place by new epochs ----
+
+namespace {
+
+ino_t inode_of(const std::string &path)
+{
+	struct stat sb;
+	return stat(path.c_str(), &sb) == 0 ? sb.st_ino : 0;
+}
+
+// Regular files in dir, by name.
+std::vector<std::string> files_in(const std::string &dir)
+{
+	std::vector<std::string> out;
+	for (const auto &e : fs::directory_iterator(dir))
+		out.push_back(e.path().filename().string());
+	std::sort(out.begin(), out.end());
+	return out;
+}
+
+} // namespace
+
+class SpareTest : public ChainTest {
+protected:
+	// Full 1, deltas 2..12 of the same page count, then retention (keep 3,
+	// compact as soon as possible): base 10, segments 1..9 retired. Returns
+	// the content of every segment file before retirement, by inode.
+	std::map<ino_t, std::vector<unsigned char>> build(Guest &g)
+	{
+		full(g, 1);
+		for (uint64_t e = 2; e <= 12; e++)
+			delta(g, e, e - 1, e * 17, 40);
+		std::map<ino_t, std::vector<unsigned char>> before;
+		for (uint64_t e = 1; e <= 12; e++)
+			before[inode_of(store->segment_path(e))] = test::read_file(store->segment_path(e));
+		auto cs = store->apply_retention(RetentionPolicy{3, 1, 0});
+		EXPECT_TRUE(cs.ok()) << cs.message();
+		EXPECT_EQ(cs->epoch, 10u);
+		return before;
+	}
+};
+
+TEST_F(SpareTest, RetiredSegmentIsReusedInPlaceAndRestoresByteExact)
+{
+	Guest g(400);
+	build(g);
+	auto spares = store->spare_files();
+	ASSERT_EQ(spares.size(), 9u);	// 1..9: none needed once base 10 is durable
+	std::map<ino_t, uint64_t> spare_size;
+	for (const auto &[p, size] : spares) {
+		EXPECT_EQ(p.find(store->epochs_dir() + "/spare-"), 0u) << p;
+		spare_size[inode_of(p)] = size;
+		// A spare no longer reads as its old epoch: its header is zeroed.
+		EXPECT_FALSE(scan_segment(p, 0, "vm0", ScanDepth::structure).header_valid) << p;
+	}
+	// The catalog holds exactly the retained epochs.
+	auto v = views();
+	ASSERT_EQ(v.size(), 3u);
+	EXPECT_EQ(v.begin()->first, 10u);
+
+	WriteStats ws = delta(g, 13, 12, 5, 40);
+	EXPECT_TRUE(ws.reused_spare);
+	EXPECT_EQ(ws.pad_bytes, 0u);
+	EXPECT_EQ(ws.path, store->segment_path(13));
+	const ino_t ino = inode_of(store->segment_path(13));
+	ASSERT_TRUE(spare_size.count(ino)) << "epoch 13 was not written over a spare";
+	struct stat sb;
+	ASSERT_EQ(stat(store->segment_path(13).c_str(), &sb), 0);
+	EXPECT_EQ(static_cast<uint64_t>(sb.st_size), spare_size[ino]);	// no size change
+	EXPECT_GE(static_cast<uint64_t>(sb.st_size), ws.file_bytes);
+	EXPECT_FALSE(fs::exists(ws.written_path));	// renamed to the epoch's name
+	EXPECT_EQ(store->spare_files().size(), 8u);
+	SegmentInfo si = store->scan(13, ScanDepth::full);
+	ASSERT_EQ(si.status, SegmentStatus::valid) << si.detail;
+	EXPECT_EQ(si.segment_bytes, ws.file_bytes);
+	for (uint64_t e = 10; e <= 13; e++)
+		expect_restores(g, e);
+	EXPECT_EQ(newest(), 13u);
+
+	// Many more epochs: every one goes over a spare, the store keeps working.
+	for (uint64_t e = 14; e <= 30; e++) {
+		WriteStats w = delta(g, e, e - 1, e * 5, 40);
+		ASSERT_TRUE(store->apply_retention(RetentionPolicy{3, 1, 0}).ok());
+		EXPECT_TRUE(w.reused_spare) << "epoch " << e;
+	}
+	for (uint64_t e = 28; e <= 30; e++)
+		expect_restores(g, e);
+	// A reused file's leftovers (old records after COMMIT) are never read.
+	EXPECT_EQ(store->scan(30, ScanDepth::full).status, SegmentStatus::valid);
+}
+
+TEST_F(SpareTest, TornOverwriteOfSpareNeverVerifiesAsTheNewEpoch)
+{
+	Guest g(400);
+	auto before = build(g);
+	WriteStats ws = delta(g, 13, 12, 5, 40);
+	ASSERT_TRUE(ws.reused_spare);
+	const std::string p = store->segment_path(13);
+	const auto now = test::read_file(p);
+	ASSERT_TRUE(before.count(inode_of(p)));
+	// What the file held before: a valid old epoch, header included (as if
+	// the header zeroing at retirement had been lost to a power loss too).
+	const auto old = before[inode_of(p)];
+	ASSERT_EQ(old.size(), now.size());
+	const size_t nblocks = ws.file_bytes / fmt::kAlign;	// the new segment's blocks, COMMIT last
+	Memory out(g.m.ram.size() / kPage, 99);
+	auto check_fallback = [&](const std::string &what) {
+		auto nv = store->newest_valid();
+		ASSERT_TRUE(nv.ok()) << what;
+		EXPECT_EQ(nv->epoch, 12u) << what;
+		auto lr = load(0, out);
+		ASSERT_TRUE(lr.ok()) << what << ": " << lr.message();
+		EXPECT_EQ(lr->info.epoch, 12u) << what;
+		EXPECT_TRUE(out.ram == g.want[12].first) << what;
+	};
+	// 1. The write stopped after k blocks (no COMMIT): the old bytes after
+	// them never complete the new epoch: torn, whatever they are.
+	size_t torn = 0;
+	for (size_t k = 1; k + 1 < nblocks; k++) {
+		auto b = old;
+		memcpy(b.data(), now.data(), k * fmt::kAlign);
+		test::write_file(p, b);
+		SegmentInfo si = scan_segment(p, 0, "vm0", ScanDepth::full);
+		ASSERT_TRUE(si.header_valid);
+		EXPECT_EQ(si.epoch, 13u);
+		EXPECT_EQ(si.status, SegmentStatus::torn) << "first " << k << " blocks written: " << si.detail;
+		torn += si.status == SegmentStatus::torn;
+		check_fallback(strf("first %zu blocks written", k));
+	}
+	EXPECT_GE(torn, 5u);
+	// 2. COMMIT durable, any one other block still the old file's: corrupt
+	// (its content crc or a page crc), never valid.
+	size_t checked = 0;
+	for (size_t blk = 0; blk + 1 < nblocks; blk++) {
+		if (!memcmp(&old[blk * fmt::kAlign], &now[blk * fmt::kAlign], fmt::kAlign))
+			continue;
+		auto b = now;
+		memcpy(&b[blk * fmt::kAlign], &old[blk * fmt::kAlign], fmt::kAlign);
+		test::write_file(p, b);
+		SegmentInfo si = scan_segment(p, 0, "vm0", ScanDepth::full);
+		EXPECT_NE(si.status, SegmentStatus::valid) << "block " << blk << " stale but segment valid";
+		check_fallback(strf("block %zu stale", blk));
+		checked++;
+	}
+	EXPECT_GE(checked, 10u);
+	// 3. Nothing of the new epoch reached the disk: the file is its old
+	// epoch again -- an old, unneeded segment, not epoch 13.
+	test::write_file(p, old);
+	check_fallback("nothing written");
+	test::write_file(p, now);
+	EXPECT_EQ(newest(), 13u);
+	expect_restores(g, 13);
+}
+
+TEST_F(SpareTest, SegmentsAreFoundByHeaderWhateverTheirNames)
+{
+	Guest g(200);
+	full(g, 1);
+	for (uint64_t e = 2; e <= 4; e++)
+		delta(g, e, e - 1, e * 3, 20);
+	// A power loss kept a reused spare's old name (epoch 3), and a retired
+	// file's epoch name for what is now epoch 4.
+	const std::string spare_name = store->epochs_dir() + "/" + spare_file_name(9);
+	ASSERT_EQ(rename(store->segment_path(3).c_str(), spare_name.c_str()), 0);
+	ASSERT_EQ(rename(store->segment_path(4).c_str(), store->segment_path(7).c_str()), 0);
+	auto v = views();
+	ASSERT_EQ(v.size(), 4u);
+	EXPECT_FALSE(v.count(7));
+	EXPECT_EQ(v[3].seg.path, spare_name);
+	EXPECT_EQ(v[4].seg.path, store->segment_path(7));
+	EXPECT_TRUE(v[4].restorable) << v[4].why;
+	EXPECT_EQ(store->scan(4, ScanDepth::full).status, SegmentStatus::valid);
+	EXPECT_EQ(newest(), 4u);
+	expect_restores(g, 3);
+	expect_restores(g, 4);
+	// A file under an epoch's name whose header names another epoch is that
+	// other epoch; asked for by path and epoch, it is a clear mismatch.
+	SegmentInfo si = scan_segment(store->segment_path(7), 7, "vm0", ScanDepth::structure);
+	EXPECT_EQ(si.status, SegmentStatus::corrupt);
+	EXPECT_NE(si.detail.find("file header says epoch 4, expected epoch 7"), std::string::npos) << si.detail;
+	// Startup puts the names right.
+	auto rec = store->recover();
+	ASSERT_TRUE(rec.ok()) << rec.message();
+	EXPECT_EQ(*rec, 2u);
+	EXPECT_EQ(files_in(store->epochs_dir()),
+		  (std::vector<std::string>{segment_file_name(1), segment_file_name(2), segment_file_name(3),
+					    segment_file_name(4)}));
+	EXPECT_TRUE(store->spare_files().empty());
+	expect_restores(g, 4);
+	// Two files claiming one epoch: the valid one wins (here: over a torn copy).
+	auto torn = test::read_file(store->segment_path(4));
+	torn.resize(3 * fmt::kAlign);
+	test::write_file(store->epochs_dir() + "/" + spare_file_name(4), torn);
+	v = views();
+	EXPECT_EQ(v[4].seg.path, store->segment_path(4));
+	EXPECT_EQ(v[4].seg.status, SegmentStatus::valid);
+	// ... and recover() turns the loser into a spare.
+	ASSERT_TRUE(store->recover().ok());
+	EXPECT_EQ(store->spare_files().size(), 1u);
+	EXPECT_EQ(views().size(), 4u);
+	expect_restores(g, 4);
+}
+
+TEST_F(SpareTest, PoolIsBoundedByCountAndBytesAndSurvivesRestart)
+{
+	store->set_spare_limits(4, kDefaultSpareBytes);
+	Guest g(400);
+	build(g);
+	auto spares = store->spare_files();
+	ASSERT_EQ(spares.size(), 4u);
+	// Exactly the retained segments and the spares are left; the rest went.
+	auto names = files_in(store->epochs_dir());
+	EXPECT_EQ(names.size(), 3u + 4u);
+	for (const auto &n : names)
+		EXPECT_TRUE(n.rfind("spare-", 0) == 0 || n == segment_file_name(10) || n == segment_file_name(11) ||
+			    n == segment_file_name(12))
+			<< n;
+	// A byte bound: the pool drops its largest spares until it fits.
+	uint64_t total = 0;
+	for (const auto &s : spares)
+		total += s.second;
+	store->set_spare_limits(4, total - 1);
+	spares = store->spare_files();
+	EXPECT_EQ(spares.size(), 3u);
+	total = 0;
+	for (const auto &s : spares)
+		total += s.second;
+	EXPECT_LE(total, kDefaultSpareBytes);
+	EXPECT_EQ(files_in(store->epochs_dir()).size(), 3u + 3u);
+	// Another Store on the same directory (a restarted slsvirtd) finds them.
+	auto s2 = Store::open(dir.path(), "vm0", false);
+	ASSERT_TRUE(s2.ok());
+	auto rec = s2->recover();
+	ASSERT_TRUE(rec.ok()) << rec.message();
+	EXPECT_EQ(*rec, 0u);
+	EXPECT_EQ(s2->spare_files().size(), 3u);
+	// No room: retired segments are deleted.
+	s2->set_spare_limits(0, 0);
+	EXPECT_TRUE(s2->spare_files().empty());
+	EXPECT_EQ(files_in(store->epochs_dir()).size(), 3u);
+	store.emplace(std::move(*s2));
+	for (uint64_t e = 13; e <= 16; e++)
+		EXPECT_FALSE(delta(g, e, e - 1, e, 40).reused_spare);
+	ASSERT_TRUE(store->apply_retention(RetentionPolicy{3, 1, 0}).ok());
+	EXPECT_TRUE(store->spare_files().empty());
+	EXPECT_EQ(files_in(store->epochs_dir()).size(), 3u);
+	expect_restores(g, 16);
+}
+
+TEST_F(SpareTest, FailedWriteOverSpareLeavesNoVisibleEpoch)
+{
+	Guest g(400);
+	build(g);
+	const size_t n = store->spare_files().size();
+	for (const char *f : {"fail-write:13", "fail-fdatasync:13", "enospc:13"}) {
+		auto faults = FaultPlan::parse(f);
+		ASSERT_TRUE(faults.ok());
+		auto pages = g.dirty(13, 7, 40);
+		auto blocks = g.m.blocks();
+		auto r = store->write_delta_epoch({13, 12, 0, 0, 0}, blocks, pages, dev, *faults);
+		ASSERT_FALSE(r.ok()) << f;
+		EXPECT_NE(r.message().find("epoch 13"), std::string::npos) << r.message();
+		EXPECT_EQ(newest(), 12u) << f;
+		EXPECT_FALSE(views().count(13)) << f;
+	}
+	EXPECT_LT(store->spare_files().size(), n);	// a failed spare is deleted, not reused
+	EXPECT_TRUE(store->spare_files().empty() || store->spare_files().size() >= n - 3);
+	delta(g, 13, 12, 7, 40);
+	expect_restores(g, 13);
+}
+
+TEST_F(SpareTest, RetirementCutBeforeItsRenameLeavesNoTornEpoch)
+{
+	Guest g(200);
+	full(g, 1);
+	for (uint64_t e = 2; e <= 4; e++)
+		delta(g, e, e - 1, e * 3, 20);
+	// hostd killed inside a retirement: epoch 2's header zeroed, the rename
+	// to a spare name not done. No epoch 2 (torn or otherwise) is listed.
+	auto b = test::read_file(store->segment_path(2));
+	memset(b.data(), 0, fmt::kAlign);
+	test::write_file(store->segment_path(2), b);
+	auto v = views();
+	EXPECT_FALSE(v.count(2));
+	EXPECT_EQ(v.size(), 3u);
+	EXPECT_FALSE(v[3].restorable);	// its parent is gone, as after a retirement
+	// A header cut short is still a torn epoch under its name.
+	test::truncate_file(store->segment_path(4), 100);
+	v = views();
+	ASSERT_TRUE(v.count(4));
+	EXPECT_EQ(v[4].seg.status, SegmentStatus::torn);
+	// Startup takes the blank file in as a spare.
+	ASSERT_TRUE(store->recover().ok());
+	EXPECT_EQ(store->spare_files().size(), 1u);
+	EXPECT_FALSE(fs::exists(store->segment_path(2)));
+	EXPECT_TRUE(fs::exists(store->segment_path(4)));	// torn: left for inspection
 }

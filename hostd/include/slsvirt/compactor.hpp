@@ -22,7 +22,9 @@ public:
 	Compactor(const Compactor &) = delete;
 	Compactor &operator=(const Compactor &) = delete;
 
-	// Asks for a pass (starts the thread on first use).
+	// Asks for a pass (starts the thread on first use), and for spares to be
+	// made ahead on a second thread (Store::make_spares), which a long pass
+	// does not hold up.
 	void kick();
 	// Blocks until no pass is pending or running (tests, benchmarks).
 	void wait_idle();
@@ -36,10 +38,12 @@ public:
 	uint64_t max_pass_ns() const { return max_pass_ns_; }
 	uint64_t last_pass_ns() const { return last_pass_ns_; }
 	uint64_t segments_removed() const { return removed_; }
+	uint64_t spares_made() const { return spares_made_; }
 
 private:
 	void loop();
 	void run_once();
+	void spare_loop();
 
 	const Store &store_;
 	RetentionPolicy policy_;
@@ -48,9 +52,11 @@ private:
 	std::string who_;
 	std::mutex mu_, store_lock_;
 	std::condition_variable cv_;
-	bool pending_ = false, running_ = false, stop_ = false;
-	std::thread thread_;
-	std::atomic<uint64_t> passes_{0}, bases_{0}, max_pass_ns_{0}, last_pass_ns_{0}, removed_{0};
+	std::condition_variable spare_cv_;
+	bool pending_ = false, running_ = false, stop_ = false, spare_pending_ = false;
+	std::thread thread_, spare_thread_;
+	std::atomic<uint64_t> passes_{0}, bases_{0}, max_pass_ns_{0}, last_pass_ns_{0}, removed_{0}, spares_made_{0};
+	std::string last_spare_error_;
 };
 
 } // namespace slsvirt

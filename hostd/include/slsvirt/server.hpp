@@ -15,6 +15,7 @@
 #include "slsvirt/fault.hpp"
 #include "slsvirt/fd.hpp"
 #include "slsvirt/result.hpp"
+#include "slsvirt/store.hpp"
 
 namespace slsvirt {
 
@@ -26,6 +27,8 @@ struct ServerConfig {
 	unsigned compact_bytes_pct = 100;
 	unsigned compact_interval_ms = 200;	// a VM's compactor looks at most this often
 	bool direct_io = true;		// O_DIRECT for segment writes where supported (measured: faster)
+	unsigned spare_files = kDefaultSpareFiles;	// spare pool bounds per VM (Store::set_spare_limits)
+	uint64_t spare_bytes = kDefaultSpareBytes;
 	FaultPlan faults;
 };
 

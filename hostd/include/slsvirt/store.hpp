@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -13,12 +15,21 @@
 #include "slsvirt/fault.hpp"
 #include "slsvirt/result.hpp"
 
+struct stat;
+
 namespace slsvirt {
 
 inline constexpr unsigned kDefaultRetain = 8;
 // Compact (fold the chain below the oldest retained epoch into a base) once
 // that many segments could be removed by doing so.
 inline constexpr unsigned kDefaultCompactMin = 64;
+// Spare segment files kept for reuse (docs/store-format.md "Spare files"):
+// at most this many, holding at most this many bytes, per VM.
+inline constexpr unsigned kDefaultSpareFiles = 128;
+inline constexpr uint64_t kDefaultSpareBytes = 1ull << 30;
+// Spares made ahead (fallocate) while the pool has fewer that fit the last
+// epoch: the epoch path then never creates a file.
+inline constexpr unsigned kDefaultSpareReserve = 8;
 
 class Uring;
 
@@ -26,6 +37,9 @@ class Uring;
 [[nodiscard]] Status check_vm_name(std::string_view name);
 // Segment file name of an epoch: 16 lowercase hex digits + ".sls".
 std::string segment_file_name(uint64_t epoch);
+// Name of a spare (a retired segment file kept for reuse), by the epoch it
+// last held: "spare-<16 hex>.sls.free".
+std::string spare_file_name(uint64_t epoch);
 
 struct RamBlockDesc {
 	std::string idstr;
@@ -64,6 +78,12 @@ struct WriteStats {
 	uint64_t short_writes = 0;	// short completions resumed
 	uint64_t submits = 0;		// io_uring_enter calls
 	bool direct_io = false;		// page data written with O_DIRECT
+	bool reused_spare = false;	// written in place over a spare file (no allocation)
+	uint64_t pad_bytes = 0;		// zeros written after COMMIT to round a new file up to its size class
+	// A reused spare still carries its spare name: Store::name_segment()
+	// renames written_path to path (done by the write itself unless the
+	// store defers naming; slsvirtd does it after the ack).
+	std::string written_path, path;
 };
 
 enum class SegmentStatus { valid, torn, corrupt };
@@ -86,7 +106,10 @@ struct SegmentInfo {
 	std::string detail;		// why torn/corrupt: which record, which offset
 	int bad_record = -1;		// record number (0 = first after the file header)
 	uint64_t bad_offset = 0;	// file offset of the problem
-	uint64_t file_size = 0;
+	uint64_t file_size = 0;		// of the file (a recycled file may be longer than its segment)
+	uint64_t segment_bytes = 0;	// valid: bytes up to the end of the COMMIT block
+	bool header_valid = false;	// the file header checked out: `epoch` is the header's
+	bool blank_header = false;	// the file header block is all zeros: no segment (a spare)
 	uint64_t parent_epoch = 0;	// from the file header
 	uint32_t format_version = 0;
 	uint32_t header_flags = 0;	// fmt::kSegF*
@@ -104,7 +127,9 @@ struct SegmentInfo {
 	std::vector<RamBlockDesc> layout;
 };
 
-// Checks one segment file (never trusts a length field).
+// Checks one segment file (never trusts a length field). expect_epoch 0:
+// whatever epoch its header names (files are identified by their header,
+// not by their name).
 SegmentInfo scan_segment(const std::string &path, uint64_t expect_epoch,
 			 std::string_view expect_vm, ScanDepth depth);
 
@@ -128,6 +153,7 @@ struct RetentionPlan {
 	uint64_t oldest_retained = 0;	// 0 = nothing to do
 	uint64_t compact_epoch = 0;	// != 0: write a base for this epoch first
 	std::vector<uint64_t> remove;	// segments to delete (after the base, if any), newest first
+	std::vector<std::string> remove_paths;	// their files (same order; empty: the epochs' names)
 };
 struct RetentionPolicy {
 	unsigned retain = kDefaultRetain;	// keep at least the newest N restorable epochs (>= 1)
@@ -205,6 +231,31 @@ public:
 						   const std::function<void(CompactStage)> &at_stage = {}) const;
 	// Removes "<epoch>.sls.tmp" files a crashed compaction left behind.
 	void remove_stale_temp_files() const;
+	// What slsvirtd does before it serves a VM: removes stale temp files,
+	// renames every valid segment whose file name disagrees with its header
+	// to its epoch's name (names are hints that a power loss may leave
+	// stale), and takes the spare files (content not a valid segment) into
+	// the pool of this Store. Returns the number of files renamed.
+	[[nodiscard]] Result<unsigned> recover() const;
+	// Spare pool bounds (retired segments beyond them are deleted) and how
+	// many spares that fit the last epoch make_spares() keeps ready.
+	void set_spare_limits(unsigned max_files, uint64_t max_bytes, unsigned reserve = kDefaultSpareReserve);
+	// Background work (slsvirtd's compactor thread beside its passes): while
+	// fewer than `reserve` spares fit the last epoch written, creates new
+	// ones of its size class with fallocate (no data written), makes their
+	// names durable (one directory fsync) and only then pools them. An epoch
+	// written over such a spare converts its extents: that fdatasync commits
+	// the journal once, but the epoch path creates no file and syncs no
+	// directory. Returns the number of spares made.
+	[[nodiscard]] Result<unsigned> make_spares() const;
+	// Spare files in the pool: path and size, smallest first.
+	std::vector<std::pair<std::string, uint64_t>> spare_files() const;
+	// false: write_epoch()/write_delta_epoch() leave a reused spare under its
+	// spare name; the caller calls name_segment() (after its ack).
+	void set_name_on_write(bool on) { name_on_write_ = on; }
+	// Renames a segment written over a spare to its epoch's name (no fsync:
+	// names are hints, readers go by the header). Best effort, logged.
+	void name_segment(const WriteStats &ws) const;
 	// O_DIRECT for page data where the filesystem supports it.
 	void set_direct_io(bool on) { direct_io_ = on; }
 	bool direct_io() const { return direct_io_; }
@@ -228,6 +279,7 @@ private:
 	// What write_segment writes where.
 	struct SegmentSpec {
 		std::string path;		// created (O_TRUNC) and written
+		bool recycle = false;		// an epoch: over a spare if one fits; a new file is padded to its size class
 		bool fsync_dir_if_new = true;	// make a new name durable with the data
 		EpochMeta meta;
 		uint32_t header_flags = 0;	// fmt::kSegF*
@@ -245,11 +297,25 @@ private:
 	// from the newest segment that has it (older copies are neither read
 	// nor checked); same result as applying the chain oldest first.
 	[[nodiscard]] Result<LoadResult> load_chain(const std::vector<uint64_t> &chain,
+						    const std::vector<std::string> &paths,
 						    std::span<const RamBlockMem> dest, bool zero_dest,
 						    std::mutex *lock, bool newest_first = false) const;
 
+	// Retires a segment file nothing needs any more: its header is zeroed
+	// (so it no longer reads as that epoch) and it becomes a spare, or it is
+	// deleted when the pool is full. Caller holds the store lock, if any.
+	void retire(const std::string &path, uint64_t epoch) const;
+	Result<std::vector<SegmentInfo>> list_once(ScanDepth depth, struct stat *dir_stat) const;
+	// A spare of at least `bytes` bytes (the smallest), taken out of the pool.
+	std::optional<std::pair<std::string, uint64_t>> take_spare(uint64_t bytes) const;
+	void drop_spares() const;	// deletes every spare (disk full)
+	void note_epoch_size(uint64_t size_class) const;	// what make_spares() makes
+
+	struct SparePool;
 	std::string root_, vm_, vm_dir_, epochs_dir_;
 	bool direct_io_ = false;
+	bool name_on_write_ = true;
+	std::shared_ptr<SparePool> spares_;	// shared by copies of this Store
 };
 
 } // namespace slsvirt

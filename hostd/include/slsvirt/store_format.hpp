@@ -8,7 +8,7 @@
 namespace slsvirt::fmt {
 
 inline constexpr char kFileMagic[8] = {'S', 'L', 'S', 'V', 'S', 'E', 'G', '\0'};
-inline constexpr uint32_t kFormatVersion = 3;	// written; readers accept 1, 2 and 3
+inline constexpr uint32_t kFormatVersion = 4;	// written; readers accept 1..4
 inline constexpr uint32_t kMinFormatVersion = 1;
 inline constexpr uint32_t kPageSize = 4096;
 inline constexpr uint32_t kAlign = 4096;	// every record starts 4096-aligned
@@ -120,6 +120,11 @@ static_assert(sizeof(CommitPayload) == 128);
 // payload (PAGES: the index, whose entries carry every page's crc), so this
 // chains to every byte of the segment.
 inline constexpr uint32_t kFormatContentCrc = 3;	// first version with content_crc
+// Version 4: a segment may be written over a recycled (spare) file. The file
+// may continue after the COMMIT block (stale bytes, never read), and a
+// segment with no COMMIT record of its epoch is torn whatever bytes stand
+// where its next record belongs (a recycled file's leftovers).
+inline constexpr uint32_t kFormatRecycled = 4;
 
 constexpr uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
