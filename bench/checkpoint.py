@@ -357,7 +357,7 @@ class Bench(BenchBase):
             "copy_before_write": bool(s1.get("copy-before-write")),
             "copy_window_ms_mean": (mean("last-copy-ns") or 0) / 1e6,
             "cow_pages": delta("cow-pages"), "cow_writer_copies": delta("cow-writer-copies"),
-            "cow_retries": delta("cow-retries"),
+            "cow_retries": delta("cow-retries"), "cow_epochs": delta("cow-epochs"),
         }
 
     # ------------------------------------------------------------ hostd vs raw
@@ -592,6 +592,8 @@ def print_table(out):
     row("slowdown (1 - on/off, same VM)", lambda r: fmt(r.get("slowdown_ratio"), ".1%"))
     row("slowdown vs plain VMs (cross-check)", lambda r: fmt(r.get("slowdown_ratio_vs_plain_vm"), ".1%"))
     row("ours: copy window ms (mean, after resume)", ours("copy_window_ms_mean"))
+    row("ours: epochs copied after resume / all", lambda r: (
+        f"{r['ours']['cow_epochs']} / {r['ours']['epochs_in_window']}") if r.get("ours") else "-")
     row("ours: pages copied by writers / retries", lambda r: (
         f"{r['ours']['cow_writer_copies']} / {r['ours']['cow_retries']}") if r.get("ours") else "-")
     row("copy while paused: stop p50 / p99 ms", lambda r: (

@@ -771,6 +771,7 @@ static void slsvirt_cow_open(SlsvirtEngine *e, uint64_t epoch, bool full,
     e->cow_vcpu_copies = 0;
     e->cow_missed = false;
     e->cow_open = true;
+    e->cow_epochs++;
     qatomic_set(&slsvirt_cow_engine, e);
     qatomic_set(&ram_write_hook, slsvirt_cow_hook);
 }
@@ -945,8 +946,15 @@ static void slsvirt_capture_bh(void *opaque)
     memory_global_after_dirty_log_sync();
     t_harvested = get_clock();
 
-    if (e->cow) {
-        /* Pages are copied after resuming (slsvirt_cow_copy_bh). */
+    /*
+     * Copy after resuming (slsvirt_cow_copy_bh) unless the delta is large:
+     * while a window is open the guest keeps dirtying at full speed, and a
+     * delta the copier cannot finish within about a period only grows the
+     * next one. Large deltas are copied while paused, which slows such a
+     * guest down to what the store takes. FULL epochs always use a window:
+     * copying all of RAM in the pause would stop the guest for seconds.
+     */
+    if (e->cow && (full || dirty <= s->cow_max_pages)) {
         cow = true;
     } else if (full) {
         for (i = 0; i < e->nr_blocks; i++) {
@@ -1507,6 +1515,7 @@ SlsInfo *qmp_query_sls(Error **errp)
     info->cow_pages = e->cow_pages_total;
     info->cow_writer_copies = e->cow_writer_copies;
     info->cow_retries = e->cow_retries;
+    info->cow_epochs = e->cow_epochs;
     slsvirt_stop_percentiles(e, info);
     slsvirt_rates(e, info);
     tail = &info->stop_histogram;

@@ -231,6 +231,7 @@ static const Property slsvirt_properties[] = {
     DEFINE_PROP_UINT32("period-ms", SlsvirtState, period_ms, 0),
     DEFINE_PROP_BOOL("copy-before-write", SlsvirtState, copy_before_write,
                      true),
+    DEFINE_PROP_UINT32("cow-max-pages", SlsvirtState, cow_max_pages, 1024),
 };
 
 static void slsvirt_class_init(ObjectClass *klass, void *data)

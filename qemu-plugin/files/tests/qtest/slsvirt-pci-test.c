@@ -33,8 +33,9 @@ typedef struct Fixture {
 
 static void fixture_start(Fixture *f, const char *socket_path)
 {
-    f->qts = qtest_initf("-nodefaults -device slsvirt-pci,addr=04.0,vm=qtest,socket=%s",
-                         socket_path);
+    /* cow-max-pages: the copy-before-write test cuts 32 MiB deltas */
+    f->qts = qtest_initf("-nodefaults -device slsvirt-pci,addr=04.0,vm=qtest,"
+                         "cow-max-pages=65536,socket=%s", socket_path);
     f->bus = qpci_new_pc(f->qts, NULL);
     f->dev = qpci_device_find(f->bus, SLS_DEVFN);
     g_assert(f->dev);

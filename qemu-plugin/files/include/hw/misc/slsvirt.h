@@ -101,6 +101,7 @@ typedef struct SlsvirtEngine {
     uint64_t cow_pages_total;   /* pages copied after resuming */
     uint64_t cow_writer_copies; /* ... of which by a write to the page */
     uint64_t cow_retries;       /* windows redone because a write bypassed */
+    uint64_t cow_epochs;        /* epochs copied in a window, not paused */
     int64_t last_copy_ns;       /* last copy window, resume to all copied */
     int64_t last_capture_ns;    /* get_clock() at the last capture */
     int64_t interval_ewma_ns;   /* smoothed time between captures */
@@ -121,6 +122,7 @@ struct SlsvirtState {
     char *socket_path;
     uint32_t period_ms;         /* 0: checkpoints only on request */
     bool copy_before_write;     /* copy pages after resuming (TCG only) */
+    uint32_t cow_max_pages;     /* ... for deltas of at most this many pages */
 
     /* guest-visible registers (migrated) */
     uint32_t cmd_status;
