@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from benchlib import (BUILD, HOSTD, MACHINE_ARGS, QEMU, SLSCTL, BenchBase, BenchError, Console, Qemu,
+from benchlib import (BUILD, HOSTD, MACHINE_ARGS, QEMU, SLSCTL, BenchBase, BenchError, judge, Console, Qemu,
                       Qmp, histogram_diff, histogram_quantile, kill_pidfile, log, median, now,
                       slsctl_run_detached)
 
@@ -506,9 +506,6 @@ class Bench(BenchBase):
         bytes_per_epoch = out["primary_rate_kib"] * 1024
         small = bytes_per_epoch <= 2 << 20
 
-        def judge(value, ok):
-            return None if value is None else bool(ok(value))
-
         out["targets"] = {
             "stop_p50": judge(out["stop_ms_p50"], lambda v: small and v <= 1.0),
             "stop_p99": judge(out["stop_ms_p99"], lambda v: small and v <= 5.0),
@@ -516,13 +513,7 @@ class Bench(BenchBase):
             "vs_stock": judge(out["stop_ratio_vs_stock"], lambda v: v >= 10.0),
             "hostd_bw": judge(out["hostd_bw_ratio_vs_raw"], lambda v: v >= 0.80),
         }
-        out["errors"] = self.errors
-        out["elapsed_s"] = round(now() - t_start, 1)
-        with open(os.path.join(self.work, "result.json"), "w") as f:
-            json.dump(out, f, indent=1)
-        print_table(out)
-        print(json.dumps(out, separators=(",", ":"), default=str))
-        return 1 if self.errors else 0
+        return self.finish_run(out, t_start, print_table)
 
 
 def event_pause_ms(events):

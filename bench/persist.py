@@ -5,7 +5,6 @@ in the same kind of guest, and SQLite on each, in one run on the same host
 disk. See bench/README.md for what is measured and how."""
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -13,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from benchlib import (HOSTD, MACHINE_ARGS, QEMU, SLSCTL, BenchBase, BenchError, Console, Qemu, kill_pidfile,
+from benchlib import (HOSTD, MACHINE_ARGS, QEMU, SLSCTL, BenchBase, BenchError, judge, Console, Qemu, kill_pidfile,
                       log, now, slsctl_run_detached)
 
 PERIOD_MS = 10             # the default continuous-checkpointing period
@@ -304,21 +303,12 @@ class Bench(BenchBase):
                                             else None)
         out["guest_aio"] = stock.get("aio")
 
-        def judge(value, ok):
-            return None if value is None else bool(ok(value))
-
         out["targets"] = {
             "persist_p50": judge(out["persist_vs_host_fdatasync"], lambda v: v <= 2.0),
             "sqlite": judge(out["sqlite_speedup"], lambda v: v >= 2.0),
             "sqlite_4": judge(out["sqlite_speedup_4"], lambda v: v >= 2.0),
         }
-        out["errors"] = self.errors
-        out["elapsed_s"] = round(now() - t_start, 1)
-        with open(os.path.join(self.work, "result.json"), "w") as f:
-            json.dump(out, f, indent=1)
-        print_table(out)
-        print(json.dumps(out, separators=(",", ":"), default=str))
-        return 1 if self.errors else 0
+        return self.finish_run(out, t_start, print_table)
 
 
 def fmt(v, spec=".3f", unit=""):

@@ -314,6 +314,17 @@ class BenchBase:
         self.errors.append(msg)
         log(f"FAILED {msg}")
 
+    def finish_run(self, out, t_start, print_table):
+        """Writes result.json, prints the table and, as the last line, the
+        JSON object; the exit status says whether every part measured."""
+        out["errors"] = self.errors
+        out["elapsed_s"] = round(now() - t_start, 1)
+        with open(os.path.join(self.work, "result.json"), "w") as f:
+            json.dump(out, f, indent=1)
+        print_table(out)
+        print(json.dumps(out, separators=(",", ":"), default=str))
+        return 1 if self.errors else 0
+
     def check_image(self, needs):
         """Brings the guest image up to date (unless SLSVIRT_NO_IMAGE_BUILD=1)
         and checks it holds every path in @needs."""
@@ -350,3 +361,8 @@ def slsctl_run_detached(argv, env):
             return False
 
     return pid, alive
+
+
+def judge(value, ok):
+    """A target's verdict: None when the value was not measured."""
+    return None if value is None else bool(ok(value))
