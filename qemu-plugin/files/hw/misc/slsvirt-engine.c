@@ -734,6 +734,16 @@ static void slsvirt_cow_close(SlsvirtEngine *e)
     qemu_bh_cancel(e->cow_bh);
 }
 
+/* Forget the harvested pages of every block (sent, or in no store). */
+static void slsvirt_clear_dirty(SlsvirtEngine *e)
+{
+    unsigned i;
+
+    for (i = 0; i < e->nr_blocks; i++) {
+        bitmap_zero(e->blocks[i].dirty, e->blocks[i].length / SLS_PAGE_SIZE);
+    }
+}
+
 static void slsvirt_cow_free(SlsvirtEngine *e)
 {
     g_clear_pointer(&e->cow_devstate, g_free);
@@ -778,17 +788,13 @@ static void slsvirt_cow_open(SlsvirtEngine *e, uint64_t epoch, bool full,
 
 static void slsvirt_cow_abort(SlsvirtEngine *e)
 {
-    unsigned i;
-
     if (!e->cow_open) {
         return;
     }
     slsvirt_cow_close(e);
     slsvirt_cow_free(e);
     /* The epoch's pages are in no store now; the next capture is FULL. */
-    for (i = 0; i < e->nr_blocks; i++) {
-        bitmap_zero(e->blocks[i].dirty, e->blocks[i].length / SLS_PAGE_SIZE);
-    }
+    slsvirt_clear_dirty(e);
     e->need_full = true;
 }
 
@@ -800,7 +806,7 @@ static void slsvirt_cow_copy_bh(void *opaque)
 {
     SlsvirtState *s = opaque;
     SlsvirtEngine *e = &s->engine;
-    unsigned budget = SLSVIRT_COW_BATCH, i;
+    unsigned budget = SLSVIRT_COW_BATCH;
     uint64_t epoch = e->cow_epoch;
 
     if (!e->cow_open) {
@@ -856,10 +862,7 @@ static void slsvirt_cow_copy_bh(void *opaque)
         e->cow_retries++;
         trace_slsvirt_cow_retry(epoch);
         slsvirt_cow_free(e);
-        for (i = 0; i < e->nr_blocks; i++) {
-            bitmap_zero(e->blocks[i].dirty,
-                        e->blocks[i].length / SLS_PAGE_SIZE);
-        }
+        slsvirt_clear_dirty(e);
         e->inflight_epoch = 0;
         e->next_epoch = epoch;
         e->need_full = true;
@@ -868,9 +871,7 @@ static void slsvirt_cow_copy_bh(void *opaque)
         qemu_bh_schedule(e->capture_bh);
         return;
     }
-    for (i = 0; i < e->nr_blocks; i++) {
-        bitmap_zero(e->blocks[i].dirty, e->blocks[i].length / SLS_PAGE_SIZE);
-    }
+    slsvirt_clear_dirty(e);
     slsvirt_send_epoch(s, epoch, e->cow_full, e->cow_stop_ns,
                        e->cow_devstate, e->cow_devstate_len, e->cow_pages,
                        e->cow_nr_pages);
@@ -1021,10 +1022,7 @@ resume:
                           error_get_pretty(err));
         error_free(err);
         if (cow) {
-            for (i = 0; i < e->nr_blocks; i++) {
-                bitmap_zero(e->blocks[i].dirty,
-                            e->blocks[i].length / SLS_PAGE_SIZE);
-            }
+            slsvirt_clear_dirty(e);
         }
         slsvirt_fail_epochs(s);
         return;
