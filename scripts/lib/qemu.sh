@@ -23,22 +23,7 @@ sls_qemu_key() {
 }
 
 sls_qemu_fetch() {
-	local dir="$SLS_CACHE/src/qemu" orig
-	orig="$dir/$SLS_QEMU_ORIG"
-	mkdir -p "$dir"
-	if [ ! -f "$orig" ] || ! echo "$SLS_QEMU_ORIG_SHA256  $orig" | sha256sum -c --quiet - 2>/dev/null; then
-		rm -f "$orig"
-		echo "slsvirt: fetching Debian's qemu source $SLS_QEMU_SRC_VERSION"
-		(cd "$dir" && sls_apt source --download-only "qemu=$SLS_QEMU_SRC_VERSION") >"$dir/fetch.log" 2>&1 || {
-			tail -n 20 "$dir/fetch.log" >&2
-			echo "slsvirt: could not download qemu=$SLS_QEMU_SRC_VERSION source" >&2
-			return 1
-		}
-	fi
-	echo "$SLS_QEMU_ORIG_SHA256  $orig" | sha256sum -c --quiet - || {
-		echo "slsvirt: $orig does not match its pinned sha256" >&2
-		return 1
-	}
+	sls_apt_fetch_orig "$SLS_CACHE/src/qemu" "qemu=$SLS_QEMU_SRC_VERSION" "$SLS_QEMU_ORIG" "$SLS_QEMU_ORIG_SHA256"
 }
 
 # The +ds source ships no firmware: link Debian's seabios and qemu-system-data

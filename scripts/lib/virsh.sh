@@ -35,21 +35,8 @@ sls_virsh_key() {
 }
 
 sls_virsh_fetch() {
-	local dir="$SLS_CACHE/src/libvirt" orig
-	orig="$dir/$SLS_LIBVIRT_ORIG"
-	mkdir -p "$dir"
-	if [ ! -f "$orig" ] || ! echo "$SLS_LIBVIRT_ORIG_SHA256  $orig" | sha256sum -c --quiet - 2>/dev/null; then
-		rm -f "$orig"
-		echo "slsvirt: fetching libvirt's source $SLS_LIBVIRT_PKG_VERSION"
-		# For backports the .dsc and debian.tar.xz may 404 while the orig
-		# tarball (all we build from) downloads: judge by the tarball.
-		(cd "$dir" && sls_apt source --download-only "libvirt=$SLS_LIBVIRT_PKG_VERSION") >"$dir/fetch.log" 2>&1 || true
-	fi
-	echo "$SLS_LIBVIRT_ORIG_SHA256  $orig" | sha256sum -c --quiet - 2>/dev/null || {
-		tail -n 20 "$dir/fetch.log" >&2
-		echo "slsvirt: could not download $SLS_LIBVIRT_ORIG (or it does not match its pinned sha256)" >&2
-		return 1
-	}
+	sls_apt_fetch_orig "$SLS_CACHE/src/libvirt" "libvirt=$SLS_LIBVIRT_PKG_VERSION" "$SLS_LIBVIRT_ORIG" \
+		"$SLS_LIBVIRT_ORIG_SHA256"
 }
 
 sls_virsh_build() {
@@ -96,7 +83,7 @@ sls_virsh_build() {
 	cp "$dir/virsh" "$out/virsh.new" && mv "$out/virsh.new" "$out/virsh"
 	# The copy must run on Debian's library, never the one built beside it.
 	for lib in libvirt.so.0 libvirt-qemu.so.0; do
-		ldd "$out/virsh" | grep -q "$lib => /usr/lib/" || {
+		ldd "$out/virsh" | grep -Eq "$lib => (/usr)?/lib/" || {
 			echo "slsvirt: build/libvirt/virsh does not load Debian's $lib:" >&2
 			ldd "$out/virsh" >&2
 			return 1
