@@ -1,13 +1,13 @@
 # shellcheck shell=bash
 # Build virsh with the sls-* commands: libvirt's source (the same version as
-# Debian's installed libvirt packages, scripts/versions.sh) + the patch series
-# in libvirt/ (new files in libvirt/files, changes in libvirt/patches), configured with every driver off, and only the virsh
-# target built. The build lives in $SLS_CACHE/virsh/<key>, key = hash of the
-# source version, the configure line and the patches, so an unchanged tree is
-# reused at once. build/libvirt/virsh is a copy of the binary in a directory
-# of its own: meson's build RUNPATH ($ORIGIN/../src) then finds nothing and
-# the loader takes Debian's libvirt.so.0 (checked below), whose private
-# symbols carry the same version as the source.
+# Debian's installed libvirt packages, scripts/versions.sh) + libvirt/ (new
+# files in libvirt/files, changes in libvirt/patches), configured with every
+# driver but the remote client off, and only the virsh target built, linked
+# against Debian's installed libvirt.so.0 (patch 0002: virsh uses libvirt's
+# private symbols, versioned with the release, so source and packages must be
+# the same version). The binary is kept in $SLS_CACHE/virsh/<key>, key = hash
+# of the source version, the configure line and libvirt/files + patches, so
+# an unchanged tree is reused at once; build/libvirt/virsh is a copy.
 # Needs: SLS_CACHE, SLS_ROOT (repo), scripts/versions.sh, scripts/lib/apt.sh.
 
 SLS_VIRSH_CONFIGURE=(--buildtype=plain -Dc_args=-O2 -Dwerror=false
@@ -81,11 +81,13 @@ sls_virsh_build() {
 	out="$SLS_ROOT/build/libvirt"
 	mkdir -p "$out"
 	cp "$dir/virsh" "$out/virsh.new" && mv "$out/virsh.new" "$out/virsh"
-	# The copy must run on Debian's library, never the one built beside it.
+	# It must run on Debian's libraries (patch 0002 links against them).
+	local libs
+	libs=$(ldd "$out/virsh") || { echo "slsvirt: ldd build/libvirt/virsh failed" >&2; return 1; }
 	for lib in libvirt.so.0 libvirt-qemu.so.0; do
-		ldd "$out/virsh" | grep -Eq "$lib => (/usr)?/lib/" || {
+		grep -Eq "$lib => (/usr)?/lib/" <<<"$libs" || {
 			echo "slsvirt: build/libvirt/virsh does not load Debian's $lib:" >&2
-			ldd "$out/virsh" >&2
+			echo "$libs" >&2
 			return 1
 		}
 	done

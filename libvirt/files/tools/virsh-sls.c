@@ -22,8 +22,10 @@
 #include "vircommand.h"
 #include "virfile.h"
 #include "virjson.h"
+#include "virstring.h"
 #include "virsh-util.h"
 #include "virtime.h"
+#include "virutil.h"
 #include "virxml.h"
 #include "vsh-table.h"
 
