@@ -51,6 +51,7 @@ libvirt_cleanup() {
 	# Domains first (libvirtd may be gone already), then the daemons.
 	for f in /run/libvirt/qemu/*.pid /run/slsvirt/libvirt/hostd-*/slsvirtd.pid; do
 		[ -f "$f" ] || continue
+		[ "${f##*/}" = driver.pid ] && continue  # libvirtd's own lock file
 		pid=$(cat "$f" 2>/dev/null) || continue
 		[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
 	done
