@@ -276,8 +276,8 @@ cmdSlsCheckpoint(vshControl *ctl, const vshCmd *cmd)
 
     if (!(dom = virshCommandOptDomain(ctl, cmd, NULL)))
         return false;
-    if (!virshSlsRequireActive(ctl, dom) ||
-        virshSlsGetConfig(ctl, dom, 0, &cfg) < 0)
+    if (virshSlsGetConfig(ctl, dom, 0, &cfg) < 0 ||
+        !virshSlsRequireActive(ctl, dom))
         return false;
 
     if (!(ret = virshSlsQMP(ctl, dom, "sls-checkpoint", NULL)) ||
@@ -354,8 +354,8 @@ cmdSlsInfo(vshControl *ctl, const vshCmd *cmd)
 
     if (!(dom = virshCommandOptDomain(ctl, cmd, NULL)))
         return false;
-    if (!virshSlsRequireActive(ctl, dom) ||
-        virshSlsGetConfig(ctl, dom, 0, &cfg) < 0)
+    if (virshSlsGetConfig(ctl, dom, 0, &cfg) < 0 ||
+        !virshSlsRequireActive(ctl, dom))
         return false;
     if (!(info = virshSlsQMP(ctl, dom, "query-sls", NULL)))
         return false;
@@ -594,8 +594,8 @@ cmdSlsMem(vshControl *ctl, const vshCmd *cmd)
         return false;
     if (!(dom = virshCommandOptDomain(ctl, cmd, NULL)))
         return false;
-    if (!virshSlsRequireActive(ctl, dom) ||
-        virshSlsGetConfig(ctl, dom, 0, &cfg) < 0)
+    if (virshSlsGetConfig(ctl, dom, 0, &cfg) < 0 ||
+        !virshSlsRequireActive(ctl, dom))
         return false;
     if (cfg.ceiling && target > cfg.ceiling) {
         vshError(ctl, _("target %1$llu KiB exceeds the domain's slsvirt memory ceiling of %2$llu KiB"),
