@@ -568,7 +568,8 @@ static const vshCmdInfo info_sls_mem = {
                "SIZE of RAM in use and give the rest back to the host (memory "
                "elasticity, QMP sls-mem-target).  SIZE is in KiB unless it has "
                "a unit suffix; it may not exceed the domain's slsvirt memory "
-               "ceiling."),
+               "ceiling, which is also given to the device (QMP "
+               "sls-mem-ceiling) as the most RAM the guest may take back."),
 };
 
 static const vshCmdOptDef opts_sls_mem[] = {
@@ -606,6 +607,18 @@ cmdSlsMem(vshControl *ctl, const vshCmd *cmd)
         return false;
     if (!(ret = virshSlsQMP(ctl, dom, "sls-mem-target", &args)))
         return false;
+    if (cfg.ceiling) {
+        /* The device enforces the ceiling on the guest's reclaims. */
+        g_autoptr(virJSONValue) cargs = NULL;
+        g_autoptr(virJSONValue) cret = NULL;
+
+        if (virJSONValueObjectAdd(&cargs, "U:size", cfg.ceiling, NULL) < 0 ||
+            !(cret = virshSlsQMP(ctl, dom, "sls-mem-ceiling", &cargs)))
+            return false;
+        vshPrint(ctl, _("Memory target of domain '%1$s' set to %2$llu KiB (ceiling %3$llu KiB)\n"),
+                 virDomainGetName(dom), target / 1024, cfg.ceiling / 1024);
+        return true;
+    }
     vshPrint(ctl, _("Memory target of domain '%1$s' set to %2$llu KiB\n"),
              virDomainGetName(dom), target / 1024);
     return true;
