@@ -55,13 +55,7 @@ sls_qemu_build() {
 		cp -r "$SLS_ROOT/qemu-plugin/files/." "$src/"
 		mkdir -p "$src/include/slsvirt"
 		cp "$SLS_ROOT"/include/slsvirt/*.h "$src/include/slsvirt/"
-		while read -r p; do
-			case "$p" in ''|'#'*) continue ;; esac
-			patch -d "$src" -p1 --batch --forward -s < "$SLS_ROOT/qemu-plugin/patches/$p" || {
-				echo "slsvirt: patch $p does not apply" >&2
-				return 1
-			}
-		done < "$SLS_ROOT/qemu-plugin/patches/series"
+		sls_apply_series "$src" "$SLS_ROOT/qemu-plugin/patches" || return 1
 		mkdir -p "$src/build"
 		(
 			cd "$src/build" &&

@@ -57,13 +57,7 @@ sls_virsh_build() {
 		mkdir -p "$work" "$dir"
 		tar -C "$work" -xf "$SLS_CACHE/src/libvirt/$SLS_LIBVIRT_ORIG" || return 1
 		cp -r "$SLS_ROOT/libvirt/files/." "$src/"
-		while read -r p; do
-			case "$p" in ''|'#'*) continue ;; esac
-			patch -d "$src" -p1 --batch --forward -s < "$SLS_ROOT/libvirt/patches/$p" || {
-				echo "slsvirt: patch $p does not apply" >&2
-				return 1
-			}
-		done < "$SLS_ROOT/libvirt/patches/series"
+		sls_apply_series "$src" "$SLS_ROOT/libvirt/patches" || return 1
 		(
 			cd "$src" &&
 			"$SLS_MESON" setup build "${SLS_VIRSH_CONFIGURE[@]}" >"$work/configure.log" 2>&1 || {
