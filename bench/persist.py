@@ -5,9 +5,11 @@ in the same kind of guest, and SQLite on each, in one run on the same host
 disk. See bench/README.md for what is measured and how."""
 
 import argparse
+import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +36,17 @@ START_RE = re.compile(r"SLS: sqlite start mode=(\S+) clients=\d+ db=\S+ journal=
                       r"(?: ack=(\S+))?")
 
 
+def median_merge(results):
+    """One result from several rounds' (same shape): the median of every
+    number, the first round's value of anything else."""
+    first = results[0]
+    if isinstance(first, dict):
+        return {k: median_merge([r[k] for r in results if isinstance(r, dict) and k in r]) for k in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return statistics.median(r for r in results if isinstance(r, (int, float)))
+    return first
+
+
 def pct(values, q):
     v = sorted(values)
     return v[min(len(v) - 1, int(q * len(v)))]
@@ -42,6 +55,8 @@ def pct(values, q):
 class Bench(BenchBase):
     def __init__(self, opts):
         super().__init__(opts, "persist")
+        self.round = 1
+        self.rounds = {"ours": [], "stock": []}
 
     def sqlite_args(self, mode):
         clients = ":".join(str(c) for c in self.o.clients)
@@ -145,8 +160,8 @@ class Bench(BenchBase):
 
     def run_ours(self):
         vm = "persist"
-        run_dir = os.path.join(self.work, "ours", "run")
-        store = os.path.join(self.work, "ours", "store")
+        run_dir = os.path.join(self.work, f"ours-{self.round}", "run")
+        store = os.path.join(self.work, f"ours-{self.round}", "store")
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         os.makedirs(store, exist_ok=True)
         env = dict(os.environ, SLSVIRT_RUN_DIR=run_dir, SLSVIRT_STORE_ROOT=store, SLSVIRT_QEMU=QEMU,
@@ -188,7 +203,7 @@ class Bench(BenchBase):
         raise BenchError("no aio mode of QEMU works with cache=none on the disk image")
 
     def run_stock(self):
-        d = os.path.join(self.work, "stock")
+        d = os.path.join(self.work, f"stock-{self.round}")
         os.makedirs(d, exist_ok=True)
         disk = os.path.join(d, "disk.raw")
         with open(disk, "wb") as f:
@@ -234,7 +249,7 @@ class Bench(BenchBase):
     def run(self):
         o = self.o
         out = {"benchmark": "persist", "accel": "tcg", "machine": "q35", "smp": 1, "mem_mib": o.mem_mib,
-               "period_ms": PERIOD_MS, "clients": o.clients, "seconds_per_run": o.seconds,
+               "period_ms": PERIOD_MS, "clients": o.clients, "seconds_per_run": o.seconds, "rounds": o.rounds,
                "journal_mode": "wal", "synchronous": {"persist": "off", "fsync": "full"},
                "persist_commit": "group: COMMIT in memory, then PERSIST outside the write lock, then ack",
                "qemu": os.path.realpath(QEMU),
@@ -250,11 +265,25 @@ class Bench(BenchBase):
             log(f"host: fdatasync p50 {out['host_fdatasync']['ms_p50']:.3f} ms")
         except OSError as e:
             self.error("host fdatasync", e)
-        for part, fn in (("ours", self.run_ours), ("stock", self.run_stock)):
-            try:
-                out[part] = fn()
-            except Exception as e:  # noqa: BLE001 -- any failure is reported, not raised
-                self.error(part, e)
+        # Rounds alternate ours and stock so that both sides see the same
+        # slow and fast phases of a noisy machine; each figure is the median
+        # over rounds, and each speedup the median of per-round ratios.
+        rounds = {"ours": [], "stock": []}
+        for r in range(o.rounds):
+            self.round = r + 1
+            for part, fn in (("ours", self.run_ours), ("stock", self.run_stock)):
+                try:
+                    rounds[part].append(fn())
+                except Exception as e:  # noqa: BLE001 -- any failure is reported, not raised
+                    self.error(f"{part} (round {r + 1})", e)
+                    rounds[part].append(None)
+        self.rounds = rounds
+        with open(os.path.join(self.work, "rounds.json"), "w") as f:
+            json.dump(rounds, f, indent=1, default=str)
+        for part in rounds:
+            done = [x for x in rounds[part] if x]
+            if done:
+                out[part] = median_merge(done)
         return self.finish(out, t_start)
 
     def finish(self, out, t_start):
@@ -285,8 +314,13 @@ class Bench(BenchBase):
             oc = ours.get("sqlite", {}).get(c, {})
             a = oc.get("tps")
             b = stock.get("sqlite", {}).get(c, {}).get("tps")
+            ratios = [x["sqlite"][c]["tps"] / y["sqlite"][c]["tps"]
+                      for x, y in zip(self.rounds["ours"], self.rounds["stock"])
+                      if x and y and x.get("sqlite", {}).get(c, {}).get("tps")
+                      and y.get("sqlite", {}).get(c, {}).get("tps")]
+            speedup = statistics.median(ratios) if ratios else (a / b if a and b else None)
             out["sqlite"][str(c)] = {"tps_persist": a, "tps_fsync": b,
-                                     "speedup": a / b if a and b else None,
+                                     "speedup": speedup, "speedup_per_round": ratios,
                                      "persist_epochs": oc.get("epochs"),
                                      "persist_txns_per_epoch": oc.get("txns_per_epoch")}
         first = out["sqlite"].get(str(out["clients"][0]), {})
@@ -356,7 +390,9 @@ def print_table(out):
 def main(argv):
     p = argparse.ArgumentParser(prog="bench/run persist", description=__doc__)
     p.add_argument("--clients", default="1,4", help="SQLite client counts; the first is the primary (default 1,4)")
-    p.add_argument("--seconds", type=int, default=10, help="guest seconds per SQLite run (default 10)")
+    p.add_argument("--seconds", type=int, default=6, help="guest seconds per SQLite run (default 6)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds, each one VM of ours then one stock VM; figures are medians (default 3)")
     p.add_argument("--samples", type=int, default=500, help="guest latency samples (default 500)")
     p.add_argument("--host-samples", type=int, default=300, help="host fdatasync samples (default 300)")
     p.add_argument("--mem-mib", type=int, default=256, help="guest RAM in MiB (default 256)")

@@ -915,6 +915,16 @@ static void slsvirt_capture_bh(void *opaque)
                               (7 * e->interval_ewma_ns + gap) / 8 : gap;
     }
     e->last_capture_ns = t0;
+    /*
+     * A capture is a checkpoint whoever asked for it: the period counts
+     * from here, so epochs forced by PERSIST stand in for periodic ones
+     * instead of adding to them (and a persist never queues behind a
+     * periodic epoch that a persist a moment ago made pointless).
+     */
+    if (s->period_ms) {
+        timer_mod(e->period_timer,
+                  qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + s->period_ms);
+    }
     pause_all_vcpus();
     /*
      * Block requests in flight would complete into guest RAM after the cut
