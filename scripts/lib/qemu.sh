@@ -90,9 +90,9 @@ sls_qemu_build() {
 				grep -E 'error|FAILED' build.log | head -n 40 >&2; exit 1; }
 		) || { echo "slsvirt: QEMU build failed (logs in $src/build)" >&2; return 1; }
 		touch "$dir/.done"
-		# Keep the six newest builds (branches built side by side each
+		# Keep the twelve newest builds (branches built side by side each
 		# have their own key); older keys are dead weight.
-		ls -1dt "$SLS_CACHE"/qemu/*/ 2>/dev/null | tail -n +7 | xargs -r rm -rf
+		ls -1dt "$SLS_CACHE"/qemu/*/ 2>/dev/null | tail -n +13 | xargs -r rm -rf
 	else
 		echo "slsvirt: QEMU up to date (cache key $key)"
 	fi
