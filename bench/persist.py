@@ -5,9 +5,11 @@ in the same kind of guest, and SQLite on each, in one run on the same host
 disk. See bench/README.md for what is measured and how."""
 
 import argparse
+import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +36,17 @@ START_RE = re.compile(r"SLS: sqlite start mode=(\S+) clients=\d+ db=\S+ journal=
                       r"(?: ack=(\S+))?")
 
 
+def median_merge(results):
+    """One result from several rounds' (same shape): the median of every
+    number, the first round's value of anything else."""
+    first = results[0]
+    if isinstance(first, dict):
+        return {k: median_merge([r[k] for r in results if isinstance(r, dict) and k in r]) for k in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return statistics.median(r for r in results if isinstance(r, (int, float)))
+    return first
+
+
 def pct(values, q):
     v = sorted(values)
     return v[min(len(v) - 1, int(q * len(v)))]
@@ -42,6 +55,8 @@ def pct(values, q):
 class Bench(BenchBase):
     def __init__(self, opts):
         super().__init__(opts, "persist")
+        self.round = 1
+        self.rounds = {"ours": [], "stock": []}
 
     def sqlite_args(self, mode):
         clients = ":".join(str(c) for c in self.o.clients)
@@ -117,7 +132,7 @@ class Bench(BenchBase):
             if line.startswith("SLS: sqlite start "):
                 start_t = t
                 m = START_RE.match(line)
-                if m:
+                if m and m[1] != "none":
                     res["settings"] = {"journal_mode": m[2], "synchronous": m[3], "ack": m[4]}
             m = DONE_RE.match(line)
             if m:
@@ -125,8 +140,13 @@ class Bench(BenchBase):
                     raise BenchError(f"{mode}: SQLite run with {m[2]} clients failed: {line}")
                 txns, clients, guest_ms = int(m[1]), int(m[2]), int(m[4])
                 wall_s = t - start_t
-                res["sqlite"][clients] = {"txns": txns, "wall_s": wall_s, "tps": txns / wall_s,
-                                          "guest_s": guest_ms / 1000, "tps_guest_clock": txns / (guest_ms / 1000)}
+                run = {"txns": txns, "wall_s": wall_s, "tps": txns / wall_s,
+                       "guest_s": guest_ms / 1000, "tps_guest_clock": txns / (guest_ms / 1000)}
+                if m[3] == "none":
+                    # the no-durability reference run after each persist run
+                    res.setdefault("no_durability", {})[clients] = run
+                    continue
+                res["sqlite"][clients] = run
                 if mode == "persist" and m[6] is not None:
                     # distinct PERSIST tickets: the epochs the commits shared
                     res["sqlite"][clients]["epochs"] = int(m[6])
@@ -137,7 +157,8 @@ class Bench(BenchBase):
         return res
 
     def wait_done(self, con, alive, what):
-        budget = BOOT_TIMEOUT_S + len(self.o.clients) * (self.o.seconds + 30) + self.o.samples * 0.1
+        # ours runs each client count twice (PERSIST, then no durability)
+        budget = BOOT_TIMEOUT_S + 2 * len(self.o.clients) * (self.o.seconds + 30) + self.o.samples * 0.1
         con.wait_for("SLS: sqlite bench done", budget, alive)
         time.sleep(0.1)
 
@@ -145,8 +166,8 @@ class Bench(BenchBase):
 
     def run_ours(self):
         vm = "persist"
-        run_dir = os.path.join(self.work, "ours", "run")
-        store = os.path.join(self.work, "ours", "store")
+        run_dir = os.path.join(self.work, f"ours-{self.round}", "run")
+        store = os.path.join(self.work, f"ours-{self.round}", "store")
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         os.makedirs(store, exist_ok=True)
         env = dict(os.environ, SLSVIRT_RUN_DIR=run_dir, SLSVIRT_STORE_ROOT=store, SLSVIRT_QEMU=QEMU,
@@ -188,7 +209,7 @@ class Bench(BenchBase):
         raise BenchError("no aio mode of QEMU works with cache=none on the disk image")
 
     def run_stock(self):
-        d = os.path.join(self.work, "stock")
+        d = os.path.join(self.work, f"stock-{self.round}")
         os.makedirs(d, exist_ok=True)
         disk = os.path.join(d, "disk.raw")
         with open(disk, "wb") as f:
@@ -234,7 +255,7 @@ class Bench(BenchBase):
     def run(self):
         o = self.o
         out = {"benchmark": "persist", "accel": "tcg", "machine": "q35", "smp": 1, "mem_mib": o.mem_mib,
-               "period_ms": PERIOD_MS, "clients": o.clients, "seconds_per_run": o.seconds,
+               "period_ms": PERIOD_MS, "clients": o.clients, "seconds_per_run": o.seconds, "rounds": o.rounds,
                "journal_mode": "wal", "synchronous": {"persist": "off", "fsync": "full"},
                "persist_commit": "group: COMMIT in memory, then PERSIST outside the write lock, then ack",
                "qemu": os.path.realpath(QEMU),
@@ -250,11 +271,25 @@ class Bench(BenchBase):
             log(f"host: fdatasync p50 {out['host_fdatasync']['ms_p50']:.3f} ms")
         except OSError as e:
             self.error("host fdatasync", e)
-        for part, fn in (("ours", self.run_ours), ("stock", self.run_stock)):
-            try:
-                out[part] = fn()
-            except Exception as e:  # noqa: BLE001 -- any failure is reported, not raised
-                self.error(part, e)
+        # Rounds alternate ours and stock so that both sides see the same
+        # slow and fast phases of a noisy machine; each figure is the median
+        # over rounds, and each speedup the median of per-round ratios.
+        rounds = {"ours": [], "stock": []}
+        for r in range(o.rounds):
+            self.round = r + 1
+            for part, fn in (("ours", self.run_ours), ("stock", self.run_stock)):
+                try:
+                    rounds[part].append(fn())
+                except Exception as e:  # noqa: BLE001 -- any failure is reported, not raised
+                    self.error(f"{part} (round {r + 1})", e)
+                    rounds[part].append(None)
+        self.rounds = rounds
+        with open(os.path.join(self.work, "rounds.json"), "w") as f:
+            json.dump(rounds, f, indent=1, default=str)
+        for part in rounds:
+            done = [x for x in rounds[part] if x]
+            if done:
+                out[part] = median_merge(done)
         return self.finish(out, t_start)
 
     def finish(self, out, t_start):
@@ -285,19 +320,29 @@ class Bench(BenchBase):
             oc = ours.get("sqlite", {}).get(c, {})
             a = oc.get("tps")
             b = stock.get("sqlite", {}).get(c, {}).get("tps")
+            ratios = [x["sqlite"][c]["tps"] / y["sqlite"][c]["tps"]
+                      for x, y in zip(self.rounds["ours"], self.rounds["stock"])
+                      if x and y and x.get("sqlite", {}).get(c, {}).get("tps")
+                      and y.get("sqlite", {}).get(c, {}).get("tps")]
+            speedup = statistics.median(ratios) if ratios else (a / b if a and b else None)
+            nd = ours.get("no_durability", {}).get(c, {}).get("tps")
             out["sqlite"][str(c)] = {"tps_persist": a, "tps_fsync": b,
-                                     "speedup": a / b if a and b else None,
+                                     "speedup": speedup, "speedup_per_round": ratios,
+                                     "tps_no_durability": nd,
+                                     "speedup_bound": nd / b if nd and b else None,
                                      "persist_epochs": oc.get("epochs"),
                                      "persist_txns_per_epoch": oc.get("txns_per_epoch")}
         first = out["sqlite"].get(str(out["clients"][0]), {})
         out["sqlite_tps_persist"] = first.get("tps_persist")
         out["sqlite_tps_fsync"] = first.get("tps_fsync")
         out["sqlite_speedup"] = first.get("speedup")
+        out["sqlite_speedup_bound"] = first.get("speedup_bound")
         # The issue names one and four clients: the 4-client figure beside it.
         four = out["sqlite"].get("4", {})
         out["sqlite_tps_persist_4"] = four.get("tps_persist")
         out["sqlite_tps_fsync_4"] = four.get("tps_fsync")
         out["sqlite_speedup_4"] = four.get("speedup")
+        out["sqlite_speedup_bound_4"] = four.get("speedup_bound")
         out["persist_vs_host_fdatasync"] = (out["persist_ms_p50"] / out["host_fdatasync_ms_p50"]
                                             if out.get("persist_ms_p50") and out["host_fdatasync_ms_p50"]
                                             else None)
@@ -338,11 +383,15 @@ def print_table(out):
     sync = out.get("synchronous") or {}
     print(f"SQLite, WAL: PERSIST side synchronous={sync.get('persist', '?')} + PERSIST after COMMIT "
           f"(group commit); fsync side synchronous={sync.get('fsync', '?')}")
-    print(f"{'SQLite txn/s':44}{'PERSIST':>{w}}{'fsync':>{w}}{'speedup':>{w}}{'txns/epoch':>{w}}")
+    print(f"{'SQLite txn/s':44}{'PERSIST':>{w}}{'fsync':>{w}}{'speedup':>{w}}{'txns/epoch':>{w}}"
+          f"{'no durability':>{w}}{'bound':>{w}}")
     for c, v in out.get("sqlite", {}).items():
         print(f"{'  ' + c + ' client(s), host-timed':44}{fmt(v['tps_persist'], '.0f'):>{w}}"
               f"{fmt(v['tps_fsync'], '.0f'):>{w}}{fmt(v['speedup'], '.2f', 'x'):>{w}}"
-              f"{fmt(v.get('persist_txns_per_epoch'), '.2f'):>{w}}")
+              f"{fmt(v.get('persist_txns_per_epoch'), '.2f'):>{w}}{fmt(v.get('tps_no_durability'), '.0f'):>{w}}"
+              f"{fmt(v.get('speedup_bound'), '.2f', 'x'):>{w}}")
+    print("  (no durability: the same guest and SQLite without PERSIST or sync, durable only by chance; "
+          "bound = no durability / fsync, the most any durability mechanism could gain here)")
     print("targets:")
     for k, text in TARGETS.items():
         v = out.get("targets", {}).get(k)
@@ -356,7 +405,9 @@ def print_table(out):
 def main(argv):
     p = argparse.ArgumentParser(prog="bench/run persist", description=__doc__)
     p.add_argument("--clients", default="1,4", help="SQLite client counts; the first is the primary (default 1,4)")
-    p.add_argument("--seconds", type=int, default=10, help="guest seconds per SQLite run (default 10)")
+    p.add_argument("--seconds", type=int, default=6, help="guest seconds per SQLite run (default 6)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds, each one VM of ours then one stock VM; figures are medians (default 3)")
     p.add_argument("--samples", type=int, default=500, help="guest latency samples (default 500)")
     p.add_argument("--host-samples", type=int, default=300, help="host fdatasync samples (default 300)")
     p.add_argument("--mem-mib", type=int, default=256, help="guest RAM in MiB (default 256)")

@@ -2,10 +2,10 @@
 /*
  * sls-sqlite: SQLite made durable by slsvirt's PERSIST instead of fsync.
  *
- *   sls-sqlite run    [-m persist|fsync] [-d DB] [-c CLIENTS] [-n TXNS] [-t SECONDS]
+ *   sls-sqlite run    [-m persist|fsync|none] [-d DB] [-c CLIENTS] [-n TXNS] [-t SECONDS]
  *                     [-v VERIFY_MS] [-q]
- *   sls-sqlite verify [-m persist|fsync] [-d DB] [-u UPTO]
- *   sls-sqlite bench  [-m persist|fsync] [-d DB] [-c N:N:...] [-t SECONDS] [-l SAMPLES]
+ *   sls-sqlite verify [-m persist|fsync|none] [-d DB] [-u UPTO]
+ *   sls-sqlite bench  [-m persist|fsync|none] [-d DB] [-c N:N:...] [-t SECONDS] [-l SAMPLES]
  *                     [-f LATFILE]
  *
  * Durability (`-m persist`, the default): group commit on whole-VM
@@ -93,8 +93,12 @@
  * Bench (`bench`): first LATENCY samples of the durability primitive alone
  * (persist: one word written, PERSIST; fsync: 4 KiB pwrite + fsync, then
  * + fdatasync, of LATFILE), then for each client count a fresh database and
- * a quiet `run` of SECONDS. Lines: "SLS: sqlite lat kind=... n=... p50_us=...
- * p99_us=..." and the start/done pairs above, then "SLS: sqlite bench done".
+ * a quiet `run` of SECONDS; with -m persist each is followed by the same run
+ * in mode "none" (`-m none`: synchronous=OFF, no PERSIST, ack after COMMIT,
+ * durable only by chance): what the guest's CPU allows, the ceiling of any
+ * durability mechanism's throughput. Lines: "SLS: sqlite lat kind=... n=...
+ * p50_us=... p99_us=..." and the start/done pairs above, then "SLS: sqlite
+ * bench done".
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -121,7 +125,7 @@
 #define BUSY_GIVE_UP	600000	/* tries: ~60 s plus the holder's sync time */
 #define RESTARTS_KEPT	16	/* newest restart points a verify prints */
 
-enum mode { MODE_PERSIST, MODE_FSYNC };
+enum mode { MODE_PERSIST, MODE_FSYNC, MODE_NONE };
 
 struct opts {
 	enum mode mode;
@@ -209,13 +213,14 @@ static atomic_bool run_failed;
 
 static const char *mode_name(void)
 {
-	return g_opts->mode == MODE_PERSIST ? "persist" : "fsync";
+	return g_opts->mode == MODE_PERSIST ? "persist" :
+	       g_opts->mode == MODE_NONE ? "none" : "fsync";
 }
 
 /* synchronous= of each mode (journal_mode is WAL in both; see the top). */
 static const char *synchronous_of_mode(void)
 {
-	return g_opts->mode == MODE_PERSIST ? "off" : "full";
+	return g_opts->mode == MODE_FSYNC ? "full" : "off";
 }
 
 static int busy_wait(void *arg, int tries)
@@ -700,9 +705,9 @@ static int lat_fsync(const char *file, unsigned n, bool data_only)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: sls-sqlite run    [-m persist|fsync] [-d DB] [-c CLIENTS] [-n TXNS] [-t S] [-v MS] [-q]\n"
-		"       sls-sqlite verify [-m persist|fsync] [-d DB] [-u UPTO]\n"
-		"       sls-sqlite bench  [-m persist|fsync] [-d DB] [-c N:N..] [-t S] [-l SAMPLES] [-f LATFILE]\n");
+		"usage: sls-sqlite run    [-m persist|fsync|none] [-d DB] [-c CLIENTS] [-n TXNS] [-t S] [-v MS] [-q]\n"
+		"       sls-sqlite verify [-m persist|fsync|none] [-d DB] [-u UPTO]\n"
+		"       sls-sqlite bench  [-m persist|fsync|none] [-d DB] [-c N:N..] [-t S] [-l SAMPLES] [-f LATFILE]\n");
 	exit(2);
 }
 
@@ -737,6 +742,8 @@ int main(int argc, char **argv)
 				o.mode = MODE_PERSIST;
 			else if (!strcmp(optarg, "fsync"))
 				o.mode = MODE_FSYNC;
+			else if (!strcmp(optarg, "none"))
+				o.mode = MODE_NONE;
 			else
 				usage();
 			break;
@@ -786,6 +793,14 @@ int main(int argc, char **argv)
 				usage();
 			remove_db(o.db);
 			rc = run_workload(&o, false);
+			if (!rc && o.mode == MODE_PERSIST) {
+				/* The same run with no durability at all: what the
+				 * guest's CPU allows, the bound of any speedup. */
+				o.mode = MODE_NONE;
+				remove_db(o.db);
+				rc = run_workload(&o, false);
+				o.mode = MODE_PERSIST;
+			}
 		}
 		remove_db(o.db);
 		free(list);

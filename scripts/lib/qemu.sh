@@ -69,11 +69,11 @@ sls_qemu_build() {
 				grep -E 'error|FAILED' build.log | head -n 40 >&2; exit 1; }
 		) || { echo "slsvirt: QEMU build failed (logs in $src/build)" >&2; return 1; }
 		touch "$dir/.done"
-		# Keep the six most recently used builds (branches built side by
-		# side each have their own key), and every build used in the last
-		# three hours: a test run that set up minutes ago still execs its
-		# QEMU (~685 MB a build). Older keys are dead weight.
-		ls -1dt "$SLS_CACHE"/qemu/*/ 2>/dev/null | tail -n +7 | while read -r p; do
+		# Keep the twelve most recently used builds (branches built side by
+		# side each have their own key; 686 MB each), and every build used
+		# in the last three hours: a test run that set up minutes ago still
+		# execs its QEMU. Older keys are dead weight.
+		ls -1dt "$SLS_CACHE"/qemu/*/ 2>/dev/null | tail -n +13 | while read -r p; do
 			[ -n "$(find "$p" -maxdepth 0 -mmin -180)" ] || rm -rf "$p"
 		done
 	else

@@ -289,9 +289,11 @@ static int slsvirt_add_block(RAMBlock *rb, void *opaque)
     g_free(b->dirty);
     g_free(b->cow_claim);
     g_free(b->cow_done);
+    g_free(b->cow_same);
     b->dirty = bitmap_new(b->length / SLS_PAGE_SIZE);
     b->cow_claim = bitmap_new(b->length / SLS_PAGE_SIZE);
     b->cow_done = bitmap_new(b->length / SLS_PAGE_SIZE);
+    b->cow_same = bitmap_new(b->length / SLS_PAGE_SIZE);
     e->staging_size += b->length;
     return 0;
 }
@@ -650,6 +652,28 @@ static void slsvirt_send_epoch(SlsvirtState *s, uint64_t epoch, bool full,
     }
 }
 
+/*
+ * Staging mirrors the store: every page's staging copy holds its bytes in
+ * the newest epoch that was sent with it, and every sent epoch is either
+ * durable or followed by a FULL capture (a failed or aborted epoch, a new
+ * connection and a restore all set need_full). So a dirty page whose bytes
+ * equal its staging copy -- written back with the same bytes, a lock taken
+ * and released, a counter moved and moved back -- is already in the store
+ * and a DELTA can leave it out. Returns true when it was left out (nothing
+ * copied), false after copying it. FULL captures copy every page.
+ */
+static bool slsvirt_copy_if_changed(SlsvirtEngine *e, SlsvirtRamBlock *b,
+                                    uint64_t off)
+{
+    uint8_t *dst = e->staging + b->staging_offset + off;
+
+    if (!memcmp(dst, b->host + off, SLS_PAGE_SIZE)) {
+        return true;
+    }
+    memcpy(dst, b->host + off, SLS_PAGE_SIZE);
+    return false;
+}
+
 /* ---- copy-before-write ----------------------------------------------- */
 
 #define SLSVIRT_COW_BATCH        256     /* pages per copier run */
@@ -674,8 +698,12 @@ static void slsvirt_cow_copy_page(SlsvirtEngine *e, SlsvirtRamBlock *b,
         return;
     }
     if (!(qatomic_fetch_or(&b->cow_claim[BIT_WORD(page)], mask) & mask)) {
-        memcpy(e->staging + b->staging_offset + off, b->host + off,
-               SLS_PAGE_SIZE);
+        if (e->cow_full) {
+            memcpy(e->staging + b->staging_offset + off, b->host + off,
+                   SLS_PAGE_SIZE);
+        } else if (slsvirt_copy_if_changed(e, b, off)) {
+            qatomic_fetch_or(&b->cow_same[BIT_WORD(page)], mask);
+        }
         qatomic_fetch_or(done, mask);   /* full barrier: copy, then done */
         if (writer) {
             qatomic_inc(&e->cow_vcpu_copies);
@@ -768,6 +796,7 @@ static void slsvirt_cow_open(SlsvirtEngine *e, uint64_t epoch, bool full,
         }
         bitmap_zero(b->cow_claim, n);
         bitmap_zero(b->cow_done, n);
+        bitmap_zero(b->cow_same, n);
     }
     e->cow_epoch = epoch;
     e->cow_full = full;
@@ -823,7 +852,10 @@ static void slsvirt_cow_copy_bh(void *opaque)
             continue;
         }
         slsvirt_cow_copy_page(e, b, p, false);
-        if (!e->cow_full) {
+        if (!e->cow_full && test_bit(p, b->cow_same)) {
+            /* cow_done (acquire, in the copy) orders the same bit */
+            e->unchanged_pages++;
+        } else if (!e->cow_full) {
             if (e->cow_nr_pages == e->cow_max_pages) {
                 /* b->dirty is frozen while the window is open */
                 slsvirt_set_error(e, "epoch %" PRIu64 ": dirty set changed "
@@ -915,6 +947,16 @@ static void slsvirt_capture_bh(void *opaque)
                               (7 * e->interval_ewma_ns + gap) / 8 : gap;
     }
     e->last_capture_ns = t0;
+    /*
+     * A capture is a checkpoint whoever asked for it: the period counts
+     * from here, so epochs forced by PERSIST stand in for periodic ones
+     * instead of adding to them (and a persist never queues behind a
+     * periodic epoch that a persist a moment ago made pointless).
+     */
+    if (s->period_ms) {
+        timer_mod(e->period_timer,
+                  qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + s->period_ms);
+    }
     pause_all_vcpus();
     /*
      * Block requests in flight would complete into guest RAM after the cut
@@ -982,8 +1024,11 @@ static void slsvirt_capture_bh(void *opaque)
                                "during capture");
                     goto resume;
                 }
-                memcpy(e->staging + b->staging_offset + off, b->host + off,
-                       SLS_PAGE_SIZE);
+                if (slsvirt_copy_if_changed(e, b, off)) {
+                    e->unchanged_pages++;
+                    dirty--;
+                    continue;
+                }
                 pages[nr_pages++] = cpu_to_le64((b->staging_offset + off) /
                                                 SLS_PAGE_SIZE);
             }
@@ -1344,6 +1389,7 @@ void slsvirt_engine_cleanup(SlsvirtState *s)
         g_free(e->blocks[i].dirty);
         g_free(e->blocks[i].cow_claim);
         g_free(e->blocks[i].cow_done);
+        g_free(e->blocks[i].cow_same);
     }
     qemu_bh_delete(e->capture_bh);
     qemu_bh_delete(e->cow_bh);
@@ -1512,6 +1558,7 @@ SlsInfo *qmp_query_sls(Error **errp)
     info->last_copy_ns = e->last_copy_ns;
     info->cow_pages = e->cow_pages_total;
     info->cow_writer_copies = e->cow_writer_copies;
+    info->unchanged_pages = e->unchanged_pages;
     info->cow_retries = e->cow_retries;
     info->cow_epochs = e->cow_epochs;
     slsvirt_stop_percentiles(e, info);

@@ -470,6 +470,69 @@ static void test_delta_epochs(void)
     fake_host_stop(&h);
 }
 
+static bool last_pages_has(FakeHost *h, uint64_t page)
+{
+    bool found = false;
+    guint i;
+
+    g_mutex_lock(&h->lock);
+    for (i = 0; i < h->last_pages->len; i++) {
+        found |= g_array_index(h->last_pages, uint64_t, i) == page;
+    }
+    g_mutex_unlock(&h->lock);
+    return found;
+}
+
+/*
+ * A page written with the bytes it already had in the store (here: zero
+ * over zero, and a byte changed and changed back before the cut) is dirty
+ * but not sent; a page that changed is; and once a changed page is in the
+ * store, writing its new bytes again is not sent either.
+ */
+static void test_unchanged_pages(void)
+{
+    const uint64_t same = 0x300000, back = 0x301000, changed = 0x302000;
+    g_autoptr(QDict) rsp = NULL;
+    QDict *ret;
+    FakeHost h;
+    Fixture f;
+
+    fake_host_start(&h, 0);
+    fixture_start(&f, h.path);
+    /* The FULL epoch copies every page, whatever staging held. */
+    qtest_writeb(f.qts, 0x303005, 0xe7);
+    doorbell(&f, SLSVIRT_CMD_PERSIST);
+    wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, rd64(&f, SLSVIRT_REG_TARGET_EPOCH));
+    g_mutex_lock(&h.lock);
+    g_assert(h.last_flags & SLS_EPOCH_F_FULL);
+    g_assert_cmpuint(h.staging[0x303005], ==, 0xe7);  /* pc.ram at 0 */
+    g_mutex_unlock(&h.lock);
+    g_assert_cmpuint(qtest_readb(f.qts, same), ==, 0);
+    g_assert_cmpuint(qtest_readb(f.qts, back + 9), ==, 0);
+
+    qtest_writeb(f.qts, same, 0);
+    qtest_writeb(f.qts, back + 9, 0x77);
+    qtest_writeb(f.qts, back + 9, 0);
+    qtest_writeb(f.qts, changed + 100, 0x3c);
+    doorbell(&f, SLSVIRT_CMD_PERSIST);
+    wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, rd64(&f, SLSVIRT_REG_TARGET_EPOCH));
+    g_assert(!last_pages_has(&h, same / 4096));
+    g_assert(!last_pages_has(&h, back / 4096));
+    g_assert(last_pages_has(&h, changed / 4096));
+
+    qtest_writeb(f.qts, changed + 100, 0x3c);
+    doorbell(&f, SLSVIRT_CMD_PERSIST);
+    wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, rd64(&f, SLSVIRT_REG_TARGET_EPOCH));
+    g_assert(!last_pages_has(&h, changed / 4096));
+
+    rsp = qtest_qmp(f.qts, "{'execute': 'query-sls'}");
+    ret = qdict_get_qdict(rsp, "return");
+    g_assert(ret);
+    g_assert_cmpuint(qdict_get_int(ret, "unchanged-pages"), >=, 3);
+    fixture_stop(&f);
+    fake_host_stop(&h);
+}
+
 /*
  * Copy-before-write: the epoch's pages are copied into staging after the
  * machine resumes, so a write that lands while they are being copied must
@@ -589,5 +652,6 @@ int main(int argc, char **argv)
     qtest_add_func("/slsvirt-pci/failed-epoch", test_failed_epoch);
     qtest_add_func("/slsvirt-pci/delta-epochs", test_delta_epochs);
     qtest_add_func("/slsvirt-pci/copy-before-write", test_copy_before_write);
+    qtest_add_func("/slsvirt-pci/unchanged-pages", test_unchanged_pages);
     return g_test_run();
 }

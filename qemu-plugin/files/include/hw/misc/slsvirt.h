@@ -27,6 +27,8 @@ typedef struct SlsvirtRamBlock {
                                  * of the epoch being copied */
     unsigned long *cow_claim;   /* copy window: page taken by a copier */
     unsigned long *cow_done;    /* copy window: page is in staging */
+    unsigned long *cow_same;    /* copy window: page equals its staging
+                                 * copy (set before cow_done) */
 } SlsvirtRamBlock;
 
 #define SLSVIRT_STOP_RING       4096    /* stop times kept for percentiles */
@@ -99,6 +101,8 @@ typedef struct SlsvirtEngine {
     uint64_t epochs_full;
     uint64_t ticks_skipped;
     uint64_t cow_pages_total;   /* pages copied after resuming */
+    uint64_t unchanged_pages;   /* dirty pages left out: same bytes as
+                                 * their newest copy in the store */
     uint64_t cow_writer_copies; /* ... of which by a write to the page */
     uint64_t cow_retries;       /* windows redone because a write bypassed */
     uint64_t cow_epochs;        /* epochs copied in a window, not paused */
