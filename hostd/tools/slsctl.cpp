@@ -213,8 +213,8 @@ Status ensure_run_dir(const Args &a)
 	return {};
 }
 
-// Starts slsvirtd unless its socket answers.
-Status ensure_hostd(const Args &a)
+// Starts slsvirtd unless its socket answers. retain: its --retain (0 = its default).
+Status ensure_hostd(const Args &a, unsigned retain = 0)
 {
 	const std::string rd = a.run_dir();
 	const std::string sock = rd + "/slsvirtd.sock";
@@ -228,6 +228,8 @@ Status ensure_hostd(const Args &a)
 	const std::string log = rd + "/slsvirtd.log";
 	std::vector<std::string> argv = {bin,	  "--socket", sock,    "--store-root", a.store_root(), "--daemonize",
 					 "--pidfile", rd + "/slsvirtd.pid", "--log", log};
+	if (retain)
+		argv.insert(argv.end(), {"--retain", std::to_string(retain)});
 	pid_t pid = fork();
 	if (pid < 0)
 		return errno_error("fork");
@@ -254,8 +256,18 @@ Status ensure_hostd(const Args &a)
 	return make_error(-ETIMEDOUT, "slsvirtd started but %s does not answer; log %s", sock.c_str(), log.c_str());
 }
 
+// The device's (and QMP sls-start's) longest period (SLSVIRT_MAX_PERIOD_MS).
+constexpr unsigned kMaxPeriodMs = 1000;
+
 constexpr std::string_view kMachine = "q35,sata=off,smbus=off,vmport=off";
 constexpr std::string_view kMachineGlobal = "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off";
+
+// The QEMU arguments that attach VM's slsvirt-pci device to the run dir's slsvirtd.
+std::vector<std::string> device_argv(const Args &a, const std::string &vm, unsigned period_ms)
+{
+	return {"-device", "slsvirt-pci,id=sls0,vm=" + vm + ",socket=" + a.run_dir() + "/slsvirtd.sock" +
+				   (period_ms ? ",period-ms=" + std::to_string(period_ms) : "")};
+}
 
 std::vector<std::string> qemu_argv(const Args &a, const std::string &vm, const VmConf &c,
 				   const std::string &console, bool paused)
@@ -276,11 +288,10 @@ std::vector<std::string> qemu_argv(const Args &a, const std::string &vm, const V
 	else
 		v.insert(v.end(), {"-chardev", "file,id=con0,path=" + console});
 	v.insert(v.end(), {"-serial", "chardev:con0", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-			   "-kernel", c.kernel, "-initrd", c.initrd, "-append", c.append, "-device",
-			   "slsvirt-pci,id=sls0,vm=" + vm + ",socket=" + rd + "/slsvirtd.sock" +
-				   (c.period_ms ? ",period-ms=" + std::to_string(c.period_ms) : ""),
-			   "-qmp",
-			   "unix:" + rd + "/" + vm + ".qmp,server=on,wait=off", "-pidfile", rd + "/" + vm + ".pid"});
+			   "-kernel", c.kernel, "-initrd", c.initrd, "-append", c.append});
+	auto dev = device_argv(a, vm, c.period_ms);
+	v.insert(v.end(), dev.begin(), dev.end());
+	v.insert(v.end(), {"-qmp", "unix:" + rd + "/" + vm + ".qmp,server=on,wait=off", "-pidfile", rd + "/" + vm + ".pid"});
 	if (paused)
 		v.push_back("-S");
 	v.insert(v.end(), c.extra_args.begin(), c.extra_args.end());
@@ -445,6 +456,32 @@ int cmd_run(Args &a)
 	if (!q)
 		return fail(q.message());
 	printf("%d\n", static_cast<int>(*pid));
+	return 0;
+}
+
+// For a manager that starts QEMU itself (the libvirt hook, libvirt/): make
+// sure slsvirtd runs and VM's store exists, then print the arguments that
+// attach the device, one per line. The caller passes them to QEMU.
+int cmd_prepare(Args &a)
+{
+	auto vm = need_vm(a);
+	if (!vm)
+		return fail(vm.message());
+	auto period = parse_number("--period-ms", a.get("--period-ms", "0"));
+	if (!period || *period > kMaxPeriodMs)
+		return fail(period ? strf("--period-ms must be 0..%u", kMaxPeriodMs) : period.message());
+	auto retain = parse_number("--retain", a.get("--retain", "0"));
+	if (!retain || *retain > 1000000)
+		return fail(retain ? "--retain must be 1..1000000 (0: slsvirtd's default)" : retain.message());
+	if (Status s = ensure_run_dir(a); !s.ok())
+		return fail(s.message());
+	if (Status s = ensure_hostd(a, static_cast<unsigned>(*retain)); !s.ok())
+		return fail(s.message());
+	auto store = Store::open(a.store_root(), *vm, true);
+	if (!store)
+		return fail(store.message());
+	for (const auto &arg : device_argv(a, *vm, static_cast<unsigned>(*period)))
+		printf("%s\n", arg.c_str());
 	return 0;
 }
 
@@ -620,6 +657,27 @@ int cmd_ls(Args &a)
 	auto views = store->catalog(ScanDepth::structure);
 	if (!views)
 		return fail(views.message());
+	if (a.has("--json")) {
+		nlohmann::json out = nlohmann::json::array();
+		for (const auto &v : *views) {
+			const SegmentInfo &s = v.seg;
+			nlohmann::json e = {{"epoch", s.epoch},
+					    {"kind", kind_text(s)},
+					    {"restorable", v.restorable},
+					    {"status", to_string(s.status)},
+					    {"pages", s.nr_pages},
+					    {"bytes", s.file_size},
+					    {"captured-ns", s.capture_realtime_ns},
+					    {"captured", fmt_time(s.capture_realtime_ns)}};
+			if (s.status == SegmentStatus::valid && s.kind == SegmentKind::delta)
+				e["parent"] = s.parent_epoch;
+			if (!v.restorable)
+				e["why"] = v.why;
+			out.push_back(std::move(e));
+		}
+		printf("%s\n", out.dump(2).c_str());
+		return 0;
+	}
 	printf("%-8s %-6s %-8s %-10s %-8s %-8s %-12s %-23s %s\n", "EPOCH", "KIND", "PARENT", "RESTORABLE", "STATUS",
 	       "PAGES", "BYTES", "CAPTURED", "DETAIL");
 	for (const auto &v : *views) {
@@ -794,11 +852,18 @@ const Command kCommands[] = {
 	  {"--detach", nullptr, "run in the background, console to <run-dir>/VM.console"},
 	  {"--console", "FILE", "write the serial console to FILE"}},
 	 cmd_restore},
-	{"ls", "VM",
+	{"ls", "VM [--json]",
 	 "List the VM's epochs: kind (full/delta/base), parent, restorable (and why not), status, pages,\n"
 	 "bytes, capture time. A delta is restorable only if its whole chain down to a full/base is.",
-	 {},
+	 {{"--json", nullptr, "print a JSON array (what virsh sls-list and sls-info read)"}},
 	 cmd_ls},
+	{"prepare", "VM [--period-ms N] [--retain N]",
+	 "For a manager that starts QEMU itself (the libvirt hook): start slsvirtd for the store root\n"
+	 "unless it answers, create the VM's store, and print the QEMU arguments that attach the\n"
+	 "slsvirt-pci device, one per line.",
+	 {{"--period-ms", "N", "checkpoint every N ms (0 = on request only, default)"},
+	  {"--retain", "N", "slsvirtd --retain N when this starts it (default: slsvirtd's)"}},
+	 cmd_prepare},
 	{"verify", "VM [--epoch N]",
 	 "Check every record and every page crc of the VM's epochs (or one) and every epoch's chain;\n"
 	 "report the newest restorable epoch. Exit 0 only if all checked epochs are restorable.",

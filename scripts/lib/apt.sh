@@ -52,3 +52,22 @@ sls_apt() {
 		-o APT::Get::List-Cleanup=0 \
 		-o Acquire::Retries=3 "$@"
 }
+
+# sls_apt_fetch_orig DIR PKG=VERSION ORIG SHA256: downloads the source package
+# PKG=VERSION into DIR (unless ORIG there already matches) and checks the
+# orig tarball ORIG against SHA256. Judged by the tarball alone: for
+# backports the .dsc and debian.tar.xz may 404 while the orig downloads.
+sls_apt_fetch_orig() {
+	local dir=$1 spec=$2 orig="$1/$3" sha=$4
+	mkdir -p "$dir"
+	if [ ! -f "$orig" ] || ! echo "$sha  $orig" | sha256sum -c --quiet - 2>/dev/null; then
+		rm -f "$orig"
+		echo "slsvirt: fetching Debian's source $spec"
+		(cd "$dir" && sls_apt source --download-only "$spec") >"$dir/fetch.log" 2>&1 || true
+	fi
+	echo "$sha  $orig" | sha256sum -c --quiet - 2>/dev/null || {
+		tail -n 20 "$dir/fetch.log" >&2 2>/dev/null
+		echo "slsvirt: could not download $orig for $spec (or it does not match its pinned sha256)" >&2
+		return 1
+	}
+}

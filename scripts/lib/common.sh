@@ -47,3 +47,16 @@ sls_pkg_ok() {
 	*) return 1 ;;
 	esac
 }
+
+# sls_apply_series SRC PATCHDIR: applies PATCHDIR's patches to the tree SRC
+# in the order PATCHDIR/series lists them (blank lines and # comments skipped).
+sls_apply_series() {
+	local src=$1 dir=$2 p
+	while read -r p; do
+		case "$p" in ''|'#'*) continue ;; esac
+		patch -d "$src" -p1 --batch --forward -s < "$dir/$p" || {
+			echo "slsvirt: patch $p does not apply" >&2
+			return 1
+		}
+	done < "$dir/series"
+}

@@ -23,22 +23,7 @@ sls_qemu_key() {
 }
 
 sls_qemu_fetch() {
-	local dir="$SLS_CACHE/src/qemu" orig
-	orig="$dir/$SLS_QEMU_ORIG"
-	mkdir -p "$dir"
-	if [ ! -f "$orig" ] || ! echo "$SLS_QEMU_ORIG_SHA256  $orig" | sha256sum -c --quiet - 2>/dev/null; then
-		rm -f "$orig"
-		echo "slsvirt: fetching Debian's qemu source $SLS_QEMU_SRC_VERSION"
-		(cd "$dir" && sls_apt source --download-only "qemu=$SLS_QEMU_SRC_VERSION") >"$dir/fetch.log" 2>&1 || {
-			tail -n 20 "$dir/fetch.log" >&2
-			echo "slsvirt: could not download qemu=$SLS_QEMU_SRC_VERSION source" >&2
-			return 1
-		}
-	fi
-	echo "$SLS_QEMU_ORIG_SHA256  $orig" | sha256sum -c --quiet - || {
-		echo "slsvirt: $orig does not match its pinned sha256" >&2
-		return 1
-	}
+	sls_apt_fetch_orig "$SLS_CACHE/src/qemu" "qemu=$SLS_QEMU_SRC_VERSION" "$SLS_QEMU_ORIG" "$SLS_QEMU_ORIG_SHA256"
 }
 
 # The +ds source ships no firmware: link Debian's seabios and qemu-system-data
@@ -70,13 +55,7 @@ sls_qemu_build() {
 		cp -r "$SLS_ROOT/qemu-plugin/files/." "$src/"
 		mkdir -p "$src/include/slsvirt"
 		cp "$SLS_ROOT"/include/slsvirt/*.h "$src/include/slsvirt/"
-		while read -r p; do
-			case "$p" in ''|'#'*) continue ;; esac
-			patch -d "$src" -p1 --batch --forward -s < "$SLS_ROOT/qemu-plugin/patches/$p" || {
-				echo "slsvirt: patch $p does not apply" >&2
-				return 1
-			}
-		done < "$SLS_ROOT/qemu-plugin/patches/series"
+		sls_apply_series "$src" "$SLS_ROOT/qemu-plugin/patches" || return 1
 		mkdir -p "$src/build"
 		(
 			cd "$src/build" &&
@@ -90,11 +69,16 @@ sls_qemu_build() {
 				grep -E 'error|FAILED' build.log | head -n 40 >&2; exit 1; }
 		) || { echo "slsvirt: QEMU build failed (logs in $src/build)" >&2; return 1; }
 		touch "$dir/.done"
-		# Keep the twelve newest builds (branches built side by side each
-		# have their own key); older keys are dead weight.
-		ls -1dt "$SLS_CACHE"/qemu/*/ 2>/dev/null | tail -n +13 | xargs -r rm -rf
+		# Keep the twelve most recently used builds (branches built side by
+		# side each have their own key; 686 MB each), and every build used
+		# in the last three hours: a test run that set up minutes ago still
+		# execs its QEMU. Older keys are dead weight.
+		ls -1dt "$SLS_CACHE"/qemu/*/ 2>/dev/null | tail -n +13 | while read -r p; do
+			[ -n "$(find "$p" -maxdepth 0 -mmin -180)" ] || rm -rf "$p"
+		done
 	else
 		echo "slsvirt: QEMU up to date (cache key $key)"
+		touch "$dir"  # recently used: the eviction above keeps it
 	fi
 	sls_qemu_firmware "$src/build/qemu-bundle/usr/local/share/qemu"
 	mkdir -p "$SLS_ROOT/build/qemu"

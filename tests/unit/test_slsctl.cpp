@@ -2,11 +2,15 @@
 // runs them, on a store written by the real writer. QEMU is not needed.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+
+#include <nlohmann/json.hpp>
 
 #include "slsvirt/store.hpp"
 #include "test_util.hpp"
@@ -62,7 +66,7 @@ protected:
 
 TEST_F(SlsctlTest, EverySubcommandHasHelp)
 {
-	for (const char *c : {"run", "checkpoint", "restore", "ls", "verify", "stats"}) {
+	for (const char *c : {"run", "checkpoint", "restore", "ls", "verify", "stats", "prepare"}) {
 		CmdResult r = slsctl(std::string(c) + " --help");
 		EXPECT_EQ(r.status, 0) << c;
 		EXPECT_NE(r.out.find("usage: slsctl"), std::string::npos) << c << ": " << r.out;
@@ -172,4 +176,76 @@ TEST_F(SlsctlTest, RunHelpListsPeriodMs)
 	r = slsctl("run vm --period-ms x" + opts);
 	EXPECT_EQ(r.status, 1);
 	EXPECT_NE(r.out.find("--period-ms"), std::string::npos) << r.out;
+}
+
+TEST_F(SlsctlTest, LsJsonListsEveryEpoch)
+{
+	CmdResult r = slsctl("ls vm --json" + opts);
+	ASSERT_EQ(r.status, 0) << r.out;
+	auto j = nlohmann::json::parse(r.out, nullptr, false);
+	ASSERT_TRUE(j.is_array()) << r.out;
+	ASSERT_EQ(j.size(), 3u) << r.out;
+	for (uint64_t e = 1; e <= 3; e++) {
+		const auto &x = j[e - 1];
+		EXPECT_EQ(x.value("epoch", 0ull), e);
+		EXPECT_TRUE(x.value("restorable", false)) << x.dump();
+		EXPECT_EQ(x.value("bytes", 0ull), store->scan(e, ScanDepth::structure).file_size) << x.dump();
+		EXPECT_FALSE(x.contains("why")) << x.dump();
+	}
+	// A broken epoch says why, as the table does.
+	ASSERT_EQ(truncate(store->segment_path(3).c_str(), 100), 0);
+	r = slsctl("ls vm --json" + opts);
+	j = nlohmann::json::parse(r.out, nullptr, false);
+	ASSERT_TRUE(j.is_array()) << r.out;
+	EXPECT_FALSE(j.back().value("restorable", true)) << r.out;
+	EXPECT_TRUE(j.back().contains("why")) << r.out;
+}
+
+// What the libvirt hook calls: slsvirtd on demand (with --retain), the
+// store created, the device arguments printed one per line.
+TEST_F(SlsctlTest, PrepareStartsHostdAndPrintsTheDevice)
+{
+	const char *hostd = getenv("SLSVIRTD");
+	ASSERT_TRUE(hostd) << "SLSVIRTD (path of slsvirtd) is not set; run through meson test";
+	const std::string sock = dir.path() + "/run/slsvirtd.sock";
+	setenv("SLSVIRT_HOSTD", hostd, 1);
+	CmdResult r = slsctl("prepare vm2 --period-ms 10 --retain 5" + opts);
+	ASSERT_EQ(r.status, 0) << r.out;
+	EXPECT_EQ(r.out, "-device\nslsvirt-pci,id=sls0,vm=vm2,socket=" + sock + ",period-ms=10\n");
+	struct stat st;
+	EXPECT_EQ(stat((dir.path() + "/store/vm2").c_str(), &st), 0) << "store not created";
+	pid_t pid = 0;
+	for (int i = 0; i < 200 && pid <= 0; i++) {	// the daemon writes its pidfile as it detaches
+		if (access((dir.path() + "/run/slsvirtd.pid").c_str(), R_OK) == 0) {
+			auto t = test::read_file(dir.path() + "/run/slsvirtd.pid");
+			pid = static_cast<pid_t>(atol(std::string(t.begin(), t.end()).c_str()));
+		}
+		if (pid <= 0)
+			usleep(10000);
+	}
+	ASSERT_GT(pid, 0) << "no slsvirtd pidfile";
+	auto cmdline = test::read_file("/proc/" + std::to_string(pid) + "/cmdline");
+	std::string c(cmdline.begin(), cmdline.end());
+	EXPECT_NE(c.find(std::string("--retain") + '\0' + "5"), std::string::npos);
+	// A second prepare finds it answering and starts no other.
+	r = slsctl("prepare vm3" + opts);
+	EXPECT_EQ(r.status, 0) << r.out;
+	EXPECT_EQ(r.out, "-device\nslsvirt-pci,id=sls0,vm=vm3,socket=" + sock + "\n");
+	kill(pid, SIGTERM);	// it is not our child: gone (or a zombie no one reaps here) is enough
+	for (int i = 0; i < 100; i++) {
+		std::string stat_path = "/proc/" + std::to_string(pid) + "/stat";
+		if (access(stat_path.c_str(), R_OK) != 0)
+			break;
+		auto st_txt = test::read_file(stat_path);
+		std::string t(st_txt.begin(), st_txt.end());
+		auto rp = t.rfind(')');
+		if (rp != std::string::npos && rp + 2 < t.size() && t[rp + 2] == 'Z')
+			break;
+		usleep(20000);
+	}
+
+	EXPECT_EQ(slsctl("prepare vm2 --period-ms 5000" + opts).status, 1);
+	EXPECT_EQ(slsctl("prepare vm2 --retain x" + opts).status, 1);
+	EXPECT_EQ(slsctl("prepare ../vm" + opts).status, 1);
+	unsetenv("SLSVIRT_HOSTD");
 }
