@@ -458,7 +458,8 @@ private:
 			from = &*source;
 			lock = nullptr;	// its own slsvirtd session (if any) holds its lock; held files are safe
 		}
-		zero_staging();
+		if (!lazy)
+			zero_staging();	// a lazy restore writes only the map at the start
 		proto::Bytes reply;
 		std::vector<UniqueFd> files;
 		std::string what = lazy ? "lazy restore" : "restore";

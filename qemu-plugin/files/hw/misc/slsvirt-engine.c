@@ -1191,6 +1191,16 @@ static void slsvirt_readable(void *opaque)
     }
 
     e->inflight_epoch = 0;
+    /*
+     * hostd is done with staging (it writes straight from it): give its
+     * pages back, or a full capture leaves a copy of all of RAM there for
+     * the life of the VM -- what each clone of an epoch would pay.
+     */
+    if (e->lazy && fallocate(e->staging_fd, FALLOC_FL_PUNCH_HOLE |
+                             FALLOC_FL_KEEP_SIZE, 0, e->staging_size)) {
+        warn_report_once("slsvirt: cannot release staging memory: %s",
+                         strerror(errno));
+    }
     if (status == 0) {
         s->durable_epoch = epoch;
         e->parent_epoch = epoch;
@@ -1348,9 +1358,10 @@ static uint64_t slsvirt_engine_restore(SlsvirtState *s, uint64_t epoch,
                    qemu_ram_get_max_length(b->rb));
         }
     }
-    /* Staging held the image or the page map: give the memory back. */
+    /* Staging held the image or the page map: give the memory back (the
+     * map was all hostd wrote for a lazy restore). */
     if (fallocate(e->staging_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  0, e->staging_size)) {
+                  0, lazy ? slsvirt_lazy_map_bytes(e) : e->staging_size)) {
         warn_report("slsvirt: could not release the staging area: %s",
                     strerror(errno));
     }

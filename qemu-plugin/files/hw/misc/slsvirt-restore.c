@@ -56,6 +56,9 @@
 /* Blocks at least this large are served lazily; smaller ones (firmware,
  * ROMs, ACPI tables: a few hundred KiB) are read at restore. */
 #define SLSVIRT_LAZY_MIN_BLOCK   (16 * MiB)
+/* A fault loads the pages of its aligned window of this many pages that
+ * are not loaded yet (one read when they are stored side by side). */
+#define SLSVIRT_LAZY_CLUSTER     32
 
 #define SLSVIRT_WS_MAGIC         0x57534c53u     /* "SLSW" */
 #define SLSVIRT_WS_VERSION       1
@@ -170,29 +173,40 @@ static void G_NORETURN slsvirt_lazy_fatal(SlsvirtLazy *l, const char *fmt, ...)
 }
 
 /*
- * Read the page's stored copy into @buf and check it. Returns false (with
- * @errp set) on a read error or a crc mismatch.
+ * Read the stored copies of @n map entries from @e on, which lie back to
+ * back in one file, into @buf (crcs are checked by the caller).
  */
+static bool slsvirt_lazy_read_run(SlsvirtLazy *l, const struct sls_lazy_page *e,
+                                  unsigned long n, uint8_t *buf, Error **errp)
+{
+    size_t len = n * SLS_PAGE_SIZE, done = 0;
+
+    while (done < len) {
+        ssize_t r = pread(l->files[e->file], buf + done, len - done,
+                          e->file_offset + done);
+
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            error_setg_errno(errp, r < 0 ? errno : EIO, "segment of epoch %"
+                             PRIu64 ": read of offset %" PRIu64 " failed",
+                             l->file_epoch[e->file], e->file_offset + done);
+            return false;
+        }
+        done += r;
+    }
+    return true;
+}
+
+/* Read one page's stored copy into @buf and check its crc. */
 static bool slsvirt_lazy_read(SlsvirtLazy *l, const struct sls_lazy_page *e,
                               uint8_t *buf, Error **errp)
 {
-    size_t done = 0;
     uint32_t crc;
 
-    while (done < SLS_PAGE_SIZE) {
-        ssize_t n = pread(l->files[e->file], buf + done, SLS_PAGE_SIZE - done,
-                          e->file_offset + done);
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            error_setg_errno(errp, n < 0 ? errno : EIO, "segment of epoch %"
-                             PRIu64 ": read of offset %" PRIu64 " failed",
-                             l->file_epoch[e->file], e->file_offset);
-            return false;
-        }
-        done += n;
+    if (!slsvirt_lazy_read_run(l, e, 1, buf, errp)) {
+        return false;
     }
     crc = crc32c(0xffffffff, buf, SLS_PAGE_SIZE);
     if (crc != e->page_crc) {
@@ -206,66 +220,151 @@ static bool slsvirt_lazy_read(SlsvirtLazy *l, const struct sls_lazy_page *e,
     return true;
 }
 
-/* Page @page of @lb into guest RAM. Called with l->lock held. */
-static void slsvirt_lazy_install(SlsvirtLazy *l, SlsvirtLazyBlock *lb,
-                                 unsigned long page, bool wake)
+/* Zero page @page of @lb (the epoch holds no data for it). */
+static void slsvirt_lazy_zero(SlsvirtLazy *l, SlsvirtLazyBlock *lb,
+                              unsigned long page)
+{
+    uint64_t off = (uint64_t)page * SLS_PAGE_SIZE;
+    struct uffdio_zeropage z = {
+        .range = { .start = (uint64_t)(uintptr_t)lb->b->host + off,
+                   .len = SLS_PAGE_SIZE },
+    };
+
+    if (ioctl(l->uffd, UFFDIO_ZEROPAGE, &z) && errno != EEXIST) {
+        slsvirt_lazy_fatal(l, "UFFDIO_ZEROPAGE at %s+0x%" PRIx64 ": %s",
+                           qemu_ram_get_idstr(lb->b->rb), off, strerror(errno));
+    }
+    l->zero_pages++;
+}
+
+/*
+ * Install @n pages of @lb from @first, whose checked bytes are at @buf, into
+ * guest RAM: through the backing file (a private mapping maps the page
+ * cache page when its fault retries) or with UFFDIO_COPY.
+ */
+static void slsvirt_lazy_put(SlsvirtLazy *l, SlsvirtLazyBlock *lb,
+                             unsigned long first, unsigned long n,
+                             const uint8_t *buf)
 {
     SlsvirtRamBlock *b = lb->b;
-    uint64_t off = (uint64_t)page * SLS_PAGE_SIZE;
-    uint64_t addr = (uint64_t)(uintptr_t)b->host + off;
-    uint64_t spage = b->staging_offset / SLS_PAGE_SIZE + page;
-    const struct sls_lazy_page *e = slsvirt_lazy_lookup(l, spage);
-    uint8_t buf[SLS_PAGE_SIZE] QEMU_ALIGNED(SLS_PAGE_SIZE);
-    Error *err = NULL;
+    uint64_t off = (uint64_t)first * SLS_PAGE_SIZE;
+    size_t len = n * SLS_PAGE_SIZE;
 
-    if (test_bit(page, lb->loaded)) {
-        goto wake;
-    }
-    if (!e) {
-        struct uffdio_zeropage z = {
-            .range = { .start = addr, .len = SLS_PAGE_SIZE },
-        };
-
-        if (ioctl(l->uffd, UFFDIO_ZEROPAGE, &z) && errno != EEXIST) {
-            slsvirt_lazy_fatal(l, "UFFDIO_ZEROPAGE at %s+0x%" PRIx64 ": %s",
-                               qemu_ram_get_idstr(b->rb), off,
-                               strerror(errno));
+    if (lb->fd >= 0) {
+        if (pwrite(lb->fd, buf, len, lb->fd_offset + off) != (ssize_t)len) {
+            slsvirt_lazy_fatal(l, "write of pages 0x%" PRIx64 "+%zu into the "
+                               "backing file of '%s': %s", off, len,
+                               qemu_ram_get_idstr(b->rb), strerror(errno));
         }
-        l->zero_pages++;
     } else {
-        if (!slsvirt_lazy_read(l, e, buf, &err)) {
-            slsvirt_lazy_fatal(l, "RAM block '%s' page 0x%" PRIx64 ": %s",
-                               qemu_ram_get_idstr(b->rb), off,
-                               error_get_pretty(err));
-        }
-        if (lb->fd >= 0) {
-            if (pwrite(lb->fd, buf, SLS_PAGE_SIZE, lb->fd_offset + off) !=
-                SLS_PAGE_SIZE) {
-                slsvirt_lazy_fatal(l, "write of page 0x%" PRIx64 " into the "
-                                   "backing file of '%s': %s", off,
-                                   qemu_ram_get_idstr(b->rb), strerror(errno));
-            }
-        } else {
+        for (unsigned long i = 0; i < n; i++) {
             struct uffdio_copy c = {
-                .dst = addr, .src = (uint64_t)(uintptr_t)buf,
+                .dst = (uint64_t)(uintptr_t)b->host + off + i * SLS_PAGE_SIZE,
+                .src = (uint64_t)(uintptr_t)buf + i * SLS_PAGE_SIZE,
                 .len = SLS_PAGE_SIZE,
             };
 
             if (ioctl(l->uffd, UFFDIO_COPY, &c) && errno != EEXIST) {
                 slsvirt_lazy_fatal(l, "UFFDIO_COPY at %s+0x%" PRIx64 ": %s",
-                                   qemu_ram_get_idstr(b->rb), off,
-                                   strerror(errno));
+                                   qemu_ram_get_idstr(b->rb),
+                                   off + i * SLS_PAGE_SIZE, strerror(errno));
             }
         }
-        l->pages_loaded++;
     }
-    set_bit_atomic(page, lb->loaded);
-    if (l->nr_order < l->max_order) {
-        l->order[l->nr_order++] = spage;
+    bitmap_set_atomic(lb->loaded, first, n);
+    l->pages_loaded += n;
+    for (unsigned long i = 0; i < n && l->nr_order < l->max_order; i++) {
+        l->order[l->nr_order++] = b->staging_offset / SLS_PAGE_SIZE + first + i;
     }
-wake:
+}
+
+/*
+ * Serve page @page of @lb, and with it the not yet loaded pages of its
+ * SLSVIRT_LAZY_CLUSTER-page window that the epoch holds data for: they are
+ * usually stored side by side, so one read brings them all. The page
+ * asked for must verify or QEMU stops; a neighbour that does not is left
+ * unloaded (its own fault reports it). Called with l->lock held.
+ */
+static void slsvirt_lazy_install(SlsvirtLazy *l, SlsvirtLazyBlock *lb,
+                                 unsigned long page, bool wake)
+{
+    SlsvirtRamBlock *b = lb->b;
+    uint64_t base = b->staging_offset / SLS_PAGE_SIZE;
+    unsigned long npages = b->length / SLS_PAGE_SIZE;
+    unsigned long w0 = page & ~(unsigned long)(SLSVIRT_LAZY_CLUSTER - 1);
+    unsigned long w1 = MIN(w0 + SLSVIRT_LAZY_CLUSTER, npages);
+    static uint8_t buf[SLSVIRT_LAZY_CLUSTER * SLS_PAGE_SIZE]
+        QEMU_ALIGNED(SLS_PAGE_SIZE);    /* under l->lock */
+    unsigned long p = w0;
+
+    if (!test_bit(page, lb->loaded) && !slsvirt_lazy_lookup(l, base + page)) {
+        slsvirt_lazy_zero(l, lb, page);
+        set_bit_atomic(page, lb->loaded);
+        if (l->nr_order < l->max_order) {
+            l->order[l->nr_order++] = base + page;
+        }
+    }
+    while (p < w1) {
+        const struct sls_lazy_page *e = test_bit(p, lb->loaded) ? NULL :
+                                        slsvirt_lazy_lookup(l, base + p);
+        unsigned long run = 1, i, good;
+        Error *err = NULL;
+
+        if (!e) {
+            p++;
+            continue;
+        }
+        /* A run of pages stored back to back in one file. */
+        while (p + run < w1 && !test_bit(p + run, lb->loaded) &&
+               e + run < l->map + l->nr_map &&
+               e[run].staging_page == base + p + run &&
+               e[run].file == e->file &&
+               e[run].file_offset == e->file_offset + run * SLS_PAGE_SIZE) {
+            run++;
+        }
+        if (!slsvirt_lazy_read_run(l, e, run, buf, &err)) {
+            if (p <= page && page < p + run) {
+                slsvirt_lazy_fatal(l, "RAM block '%s' page 0x%lx: %s",
+                                   qemu_ram_get_idstr(b->rb),
+                                   page * SLS_PAGE_SIZE, error_get_pretty(err));
+            }
+            error_free(err);
+            p += run;
+            continue;
+        }
+        /* Install the pages that verify, in runs; skip a bad neighbour. */
+        for (i = 0; i < run; i = good + 1) {
+            for (good = i; good < run &&
+                 crc32c(0xffffffff, buf + good * SLS_PAGE_SIZE,
+                        SLS_PAGE_SIZE) == e[good].page_crc; good++) {
+            }
+            if (good > i) {
+                slsvirt_lazy_put(l, lb, p + i, good - i,
+                                 buf + i * SLS_PAGE_SIZE);
+            }
+            if (good < run && p + good == page) {
+                slsvirt_lazy_fatal(l, "RAM block '%s' page 0x%lx: page at "
+                                   "staging offset 0x%" PRIx64 " (segment of "
+                                   "epoch %" PRIu64 ", file offset %" PRIu64
+                                   ") fails its crc (stored 0x%08x, computed "
+                                   "0x%08x)", qemu_ram_get_idstr(b->rb),
+                                   page * SLS_PAGE_SIZE,
+                                   e[good].staging_page * SLS_PAGE_SIZE,
+                                   l->file_epoch[e[good].file],
+                                   e[good].file_offset, e[good].page_crc,
+                                   crc32c(0xffffffff,
+                                          buf + good * SLS_PAGE_SIZE,
+                                          SLS_PAGE_SIZE));
+            }
+        }
+        p += run;
+    }
     if (wake && lb->fd >= 0) {
-        struct uffdio_range r = { .start = addr, .len = SLS_PAGE_SIZE };
+        struct uffdio_range r = {
+            .start = (uint64_t)(uintptr_t)b->host + (uint64_t)page *
+                     SLS_PAGE_SIZE,
+            .len = SLS_PAGE_SIZE,
+        };
 
         /* The page is in the file now: the fault retries and maps it. */
         if (ioctl(l->uffd, UFFDIO_WAKE, &r) && errno != ENOENT) {
@@ -472,6 +571,19 @@ static bool slsvirt_lazy_read_map(SlsvirtEngine *e, SlsvirtLazy *l,
         }
     }
     return true;
+}
+
+/* Bytes of staging the page map used (page aligned). */
+uint64_t slsvirt_lazy_map_bytes(SlsvirtEngine *e)
+{
+    SlsvirtLazy *l = e->lazy;
+
+    if (!l) {
+        return 0;
+    }
+    return ROUND_UP(sizeof(struct sls_lazy_map) +
+                    l->nr_files * sizeof(uint64_t) +
+                    l->nr_map * sizeof(struct sls_lazy_page), SLS_PAGE_SIZE);
 }
 
 void slsvirt_lazy_free(SlsvirtEngine *e)

@@ -161,6 +161,7 @@ SlsvirtState *slsvirt_find(Error **errp);
 bool slsvirt_lazy_start(SlsvirtState *s, uint64_t epoch, const int *fds,
                         int nr_fds, const char *working_set, Error **errp);
 void slsvirt_lazy_free(SlsvirtEngine *e);
+uint64_t slsvirt_lazy_map_bytes(SlsvirtEngine *e);
 /* Capture helpers: see slsvirt-restore.c. */
 bool slsvirt_lazy_copy_page(SlsvirtEngine *e, SlsvirtRamBlock *b,
                             unsigned long page, uint8_t *dst);
