@@ -89,6 +89,7 @@ class Bench(BenchBase):
                         SLSVIRT_QEMU=QEMU, SLSVIRT_HOSTD=HOSTD, SLSVIRT_KERNEL=self.kernel,
                         SLSVIRT_INITRD=self.initrd)
         self.svc = os.path.join(self.run_dir, "svc.sock")
+        self.started_daemons = []
 
     def append_line(self):
         return f"console=ttyS0 quiet panic=-1 sls.run=service sls.args={self.o.ws_mib}"
@@ -247,8 +248,17 @@ class Bench(BenchBase):
         try:
             self.virsh("version")
         except BenchError as e:
-            raise BenchError(f"libvirtd does not answer on qemu:///system ({e}); this bench does not "
-                             "start the machine's shared libvirtd itself") from e
+            if not self.o.start_libvirtd:
+                raise BenchError(f"libvirtd does not answer on qemu:///system ({e}); the bench does not "
+                                 "start the machine's shared system libvirtd unless --start-libvirtd is "
+                                 "given") from e
+            # FACTS.md: without systemd, virtlogd -d then libvirtd -d. Ours
+            # to stop afterwards (by the pids they write).
+            for daemon in ("virtlogd", "libvirtd"):
+                subprocess.run([daemon, "-d", "-p", os.path.join(self.work, f"{daemon}.pid")], check=False)
+                self.started_daemons.append(os.path.join(self.work, f"{daemon}.pid"))
+            time.sleep(2)
+            self.virsh("version")
         d = os.path.join(self.work, "libvirt")
         os.makedirs(d, exist_ok=True)
         os.chmod(self.work, 0o755)
@@ -387,6 +397,8 @@ class Bench(BenchBase):
             except BenchError as e:
                 self.error("clones", e)
         kill_pidfile(os.path.join(self.run_dir, "slsvirtd.pid"))
+        for pidfile in reversed(self.started_daemons):
+            kill_pidfile(pidfile)
         return self.finish(out, t_start)
 
     def finish(self, out, t_start):
@@ -475,6 +487,8 @@ def main(argv):
     p.add_argument("--clones", default="1,8,32", help="clone counts for the density part (default 1,8,32)")
     p.add_argument("--clone-settle", type=float, default=3.0, help="seconds clones idle before measuring")
     p.add_argument("--parts", default="ours,stock,libvirt,clones", help="subset of ours,stock,libvirt,clones")
+    p.add_argument("--start-libvirtd", action="store_true",
+                   help="start virtlogd + libvirtd (system mode) if none answers, stop them afterwards")
     p.add_argument("--out", help="work dir (default build/bench/restore-<time>)")
     o = p.parse_args(argv)
     o.parts = set(o.parts.split(","))

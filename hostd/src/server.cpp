@@ -14,6 +14,7 @@
 #include <cstring>
 #include <optional>
 
+#include "slsvirt/branch.hpp"
 #include "slsvirt/compactor.hpp"
 #include "slsvirt/crc32c.hpp"
 #include "slsvirt/log.hpp"
@@ -352,6 +353,8 @@ private:
 		newest_ = e.epoch;
 		last_acked_ = e.epoch;
 		bool ok = ack_epoch(e.epoch, 0, wr->file_bytes, "durable");
+		if (full)
+			release_branch_pin();
 		store_->name_segment(*wr);	// a reused spare gets its epoch's name (a hint; no fsync)
 		compactor_->kick();	// after the ack: retention never delays one
 		return ok;
@@ -363,6 +366,24 @@ private:
 			      static_cast<off_t>(staging_.size())) == 0)
 			return;
 		memset(staging_.data(), 0, staging_.size());
+	}
+
+	// A clone's first full epoch of its own is durable: it no longer needs
+	// the epoch it was cloned from (branch.hpp), so the parent may drop it.
+	void release_branch_pin()
+	{
+		if (branch_pin_released_)
+			return;
+		branch_pin_released_ = true;
+		auto br = load_branch(store_->vm_dir());
+		if (!br || !*br)
+			return;
+		const std::string parent_dir = cfg_.store_root + "/" + (*br)->parent_vm;
+		if (Status s = remove_pin(parent_dir, vm_); !s.ok())
+			SLS_LOG_WARN("%s: %s", who().c_str(), s.message().c_str());
+		else
+			SLS_LOG_INFO("vm %s has an epoch of its own: released its pin on %s@%llu", vm_.c_str(),
+				     (*br)->parent_vm.c_str(), static_cast<unsigned long long>((*br)->parent_epoch));
 	}
 
 	// Files a lazily restored VM reads are held for as long as its QEMU
@@ -522,6 +543,7 @@ private:
 	std::vector<proto::StagingBlock> hello_blocks_;
 	std::unique_ptr<Compactor> compactor_;
 	uint64_t newest_ = 0, last_epoch_ = 0;
+	bool branch_pin_released_ = false;
 	uint64_t last_acked_ = 0;	// last epoch acked durable on this connection (a delta's only valid parent)
 };
 

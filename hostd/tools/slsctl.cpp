@@ -587,7 +587,7 @@ Result<Started> start_restored(const Args &a, const std::string &vm, const VmCon
 {
 	std::string console = a.get("--console", detach ? a.run_dir() + "/" + vm + ".console" : "");
 	auto argv = qemu_argv(a, vm, conf, console, true);
-	if (lazy) {
+	if (lazy && !image.empty()) {
 		auto extra = lazy_ram_args(conf, image);
 		argv.insert(argv.end(), extra.begin(), extra.end());
 	}
@@ -616,9 +616,11 @@ Result<Started> start_restored(const Args &a, const std::string &vm, const VmCon
 	if (!r)
 		return abort_start(r.message());
 	const uint64_t t2 = mono_ms();
-	auto c = q->execute("cont");
-	if (!c)
-		return abort_start(c.message());
+	if (!a.has("--stopped")) {
+		auto c = q->execute("cont");
+		if (!c)
+			return abort_start(c.message());
+	}
 	const uint64_t t3 = mono_ms();
 	st.epoch = r->is_object() ? r->value("epoch", src.epoch) : src.epoch;
 	st.start_ms = t1 - t0;
@@ -695,7 +697,16 @@ int cmd_restore(Args &a)
 	if (Status s = ensure_hostd(a); !s.ok())
 		return fail(s.message());
 	std::string image;
-	if (!eager) {
+	bool own_backend = false;	// the VM's config names its RAM backend itself
+	for (const auto &x : conf->extra_args)
+		own_backend |= x.find("memory-backend=") != std::string::npos;
+	if (!eager && own_backend) {
+		for (const auto &x : conf->extra_args)
+			if (x.find("id=pc.ram") != std::string::npos && x.find("share=on") != std::string::npos)
+				return fail("the VM's RAM is a shared mapping (vm.conf: " + x +
+					    "): a lazy restore cannot serve it; use --eager");
+	}
+	if (!eager && !own_backend) {
 		auto img = make_image_file(*vm, src->epoch);
 		if (!img)
 			return fail(img.message());
@@ -1029,6 +1040,7 @@ const Command kCommands[] = {
 	 {{"--epoch", "N", "epoch to restore (default: newest restorable)"},
 	  {"--eager", nullptr, "verify every page and load all RAM before the guest runs"},
 	  {"--working-set", "FILE", "load these pages in the background (slsctl working-set)"},
+	  {"--stopped", nullptr, "leave the restored guest stopped (QMP cont runs it)"},
 	  {"--detach", nullptr, "run in the background, console to <run-dir>/VM.console"},
 	  {"--console", "FILE", "write the serial console to FILE"}},
 	 cmd_restore},

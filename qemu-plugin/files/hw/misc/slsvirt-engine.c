@@ -998,6 +998,7 @@ static void slsvirt_capture_bh(void *opaque)
         }
     }
     memory_global_after_dirty_log_sync();
+    slsvirt_lazy_note_dirty(e);
     t_harvested = get_clock();
 
     /*
@@ -1349,6 +1350,23 @@ static uint64_t slsvirt_engine_restore(SlsvirtState *s, uint64_t epoch,
                                 errp)) {
             return 0;
         }
+        /*
+         * Track writes from the first instruction on: a page the guest has
+         * not written since is the epoch's, and a capture takes it from the
+         * store rather than pulling it in (slsvirt_lazy_copy_page). Every
+         * page starts dirty (RAM allocation): forget that.
+         */
+        if (!slsvirt_tracking_start(s, errp)) {
+            return 0;
+        }
+        memory_global_dirty_log_sync(false);
+        WITH_RCU_READ_LOCK_GUARD() {
+            for (i = 0; i < e->nr_blocks; i++) {
+                slsvirt_harvest_block(&e->blocks[i]);
+            }
+        }
+        memory_global_after_dirty_log_sync();
+        slsvirt_clear_dirty(e);
     } else {
         for (i = 0; i < e->nr_blocks; i++) {
             SlsvirtRamBlock *b = &e->blocks[i];

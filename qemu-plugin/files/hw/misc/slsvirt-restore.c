@@ -80,6 +80,10 @@ typedef struct SlsvirtLazyBlock {
     int fd;                     /* file-backed private mapping, else -1 */
     uint64_t fd_offset;
     unsigned long *loaded;      /* pages installed by us */
+    unsigned long *written;     /* pages written since the restore (the
+                                 * engine's harvests); a page may be
+                                 * mapped without loaded set: another VM
+                                 * put it into the shared file */
 } SlsvirtLazyBlock;
 
 struct SlsvirtLazy {
@@ -169,7 +173,9 @@ static void G_NORETURN slsvirt_lazy_fatal(SlsvirtLazy *l, const char *fmt, ...)
     error_report("slsvirt: lazy restore of epoch %" PRIu64 ": %s; the guest "
                  "cannot continue without this page: stopping QEMU (restore "
                  "an older epoch with --epoch)", l->epoch, msg);
-    exit(EXIT_FAILURE);
+    /* Not exit(): another thread (vCPU, main loop) is stuck in a fault
+     * on this RAM, holding locks atexit handlers may want. */
+    _exit(EXIT_FAILURE);
 }
 
 /*
@@ -610,6 +616,7 @@ void slsvirt_lazy_free(SlsvirtEngine *e)
     }
     for (i = 0; i < l->nr_blocks; i++) {
         g_free(l->blocks[i].loaded);
+        g_free(l->blocks[i].written);
     }
     g_free(l->map);
     g_free(l->ws);
@@ -702,6 +709,7 @@ bool slsvirt_lazy_start(SlsvirtState *s, uint64_t epoch, const int *fds,
         lb->b = b;
         lb->fd = -1;
         lb->loaded = bitmap_new(b->length / SLS_PAGE_SIZE);
+        lb->written = bitmap_new(b->length / SLS_PAGE_SIZE);
         if (b->length < SLSVIRT_LAZY_MIN_BLOCK ||
             qemu_ram_get_max_length(b->rb) != b->length) {
             if (!slsvirt_lazy_load_block(l, lb, errp)) {
@@ -784,7 +792,10 @@ bool slsvirt_lazy_copy_page(SlsvirtEngine *e, SlsvirtRamBlock *b,
         return false;
     }
     qemu_mutex_lock(&l->lock);
-    if (!test_bit(page, lb->loaded)) {
+    /* Unwritten since the restore, the page holds the epoch's bytes,
+     * whether or not it is mapped (a clone may map it from the shared
+     * file without a fault). */
+    if (!test_bit(page, lb->loaded) && !test_bit(page, lb->written)) {
         m = slsvirt_lazy_lookup(l, b->staging_offset / SLS_PAGE_SIZE + page);
         if (m && !slsvirt_lazy_read(l, m, dst, &err)) {
             slsvirt_lazy_fatal(l, "RAM block '%s' page 0x%lx: %s",
@@ -795,6 +806,23 @@ bool slsvirt_lazy_copy_page(SlsvirtEngine *e, SlsvirtRamBlock *b,
     }
     qemu_mutex_unlock(&l->lock);
     return done;
+}
+
+/* After each harvest (vCPUs paused): remember what the guest wrote. */
+void slsvirt_lazy_note_dirty(SlsvirtEngine *e)
+{
+    SlsvirtLazy *l = e->lazy;
+
+    for (unsigned i = 0; l && i < l->nr_blocks; i++) {
+        SlsvirtLazyBlock *lb = &l->blocks[i];
+
+        if (lb->lazy) {
+            qemu_mutex_lock(&l->lock);
+            bitmap_or(lb->written, lb->written, lb->b->dirty,
+                      lb->b->length / SLS_PAGE_SIZE);
+            qemu_mutex_unlock(&l->lock);
+        }
+    }
 }
 
 /* Before a full capture of a lazily restored VM: staging reads as zero

@@ -166,5 +166,6 @@ uint64_t slsvirt_lazy_map_bytes(SlsvirtEngine *e);
 bool slsvirt_lazy_copy_page(SlsvirtEngine *e, SlsvirtRamBlock *b,
                             unsigned long page, uint8_t *dst);
 void slsvirt_lazy_before_full(SlsvirtEngine *e);
+void slsvirt_lazy_note_dirty(SlsvirtEngine *e);
 
 #endif
