@@ -70,6 +70,8 @@ struct slsvirt_dev {
 	spinlock_t epoch_lock;
 	u64 durable_epoch;
 	u64 failed_epoch;
+	u64 generation;			/* SLSVIRT_REG_GENERATION (has_generation) */
+	bool has_generation;		/* set at probe */
 	wait_queue_head_t epoch_wq;
 	atomic_t irq_count;		/* interrupts seen; tells a lost one from a late one */
 
@@ -122,6 +124,8 @@ static void slsvirt_refresh_epochs(struct slsvirt_dev *sdev)
 	spin_lock_irqsave(&sdev->epoch_lock, flags);
 	sdev->durable_epoch = readq(sdev->regs + SLSVIRT_REG_DURABLE_EPOCH);
 	sdev->failed_epoch = readq(sdev->regs + SLSVIRT_REG_FAILED_EPOCH);
+	if (sdev->has_generation)
+		sdev->generation = readq(sdev->regs + SLSVIRT_REG_GENERATION);
 	spin_unlock_irqrestore(&sdev->epoch_lock, flags);
 }
 
@@ -419,6 +423,60 @@ static long slsvirt_ioctl_get_epoch(struct slsvirt_dev *sdev,
 	return 0;
 }
 
+static bool slsvirt_generation_differs(struct slsvirt_dev *sdev, u64 seen, u64 *now)
+{
+	unsigned long flags;
+	bool gone;
+
+	spin_lock_irqsave(&sdev->epoch_lock, flags);
+	*now = sdev->generation;
+	gone = sdev->gone;
+	spin_unlock_irqrestore(&sdev->epoch_lock, flags);
+	return gone || *now != seen;
+}
+
+static long slsvirt_ioctl_get_generation(struct slsvirt_dev *sdev,
+					 struct slsvirt_generation __user *uarg)
+{
+	struct slsvirt_generation g;
+	u64 now = 0;
+	size_t i;
+
+	if (copy_from_user(&g, uarg, sizeof(g)))
+		return -EFAULT;
+	if ((g.flags & ~SLSVIRT_GEN_WAIT) || g.reserved0)
+		return -EINVAL;
+	for (i = 0; i < ARRAY_SIZE(g.reserved); i++)
+		if (g.reserved[i])
+			return -EINVAL;
+	mutex_lock(&sdev->cmd_lock);
+	if (sdev->gone) {
+		mutex_unlock(&sdev->cmd_lock);
+		return -ENODEV;
+	}
+	if (!sdev->has_generation) {
+		mutex_unlock(&sdev->cmd_lock);
+		return -EOPNOTSUPP;
+	}
+	slsvirt_refresh_epochs(sdev);
+	mutex_unlock(&sdev->cmd_lock);
+	/* The device raises the epoch vector when the generation changes,
+	 * and the IRQ handler refreshes sdev->generation. */
+	if (g.flags & SLSVIRT_GEN_WAIT) {
+		if (wait_event_interruptible(sdev->epoch_wq,
+					     slsvirt_generation_differs(sdev, g.generation, &now)))
+			return -ERESTARTSYS;
+	} else {
+		slsvirt_generation_differs(sdev, g.generation, &now);
+	}
+	if (READ_ONCE(sdev->gone))
+		return -ENODEV;
+	g.generation = now;
+	if (copy_to_user(uarg, &g, sizeof(g)))
+		return -EFAULT;
+	return 0;
+}
+
 static long slsvirt_ioctl_get_info(struct slsvirt_dev *sdev, void __user *uarg)
 {
 	struct slsvirt_info info;
@@ -466,6 +524,8 @@ static long slsvirt_ioctl(struct file *file, unsigned int cmd, unsigned long arg
 		return slsvirt_ioctl_persist(sf, uarg);
 	case SLSVIRT_IOC_GET_EPOCH:
 		return slsvirt_ioctl_get_epoch(sf->sdev, uarg);
+	case SLSVIRT_IOC_GET_GENERATION:
+		return slsvirt_ioctl_get_generation(sf->sdev, uarg);
 	default:
 		return -ENOTTY;
 	}
@@ -697,6 +757,7 @@ static int slsvirt_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		return dev_err_probe(dev, -ENODEV, "unsupported device version %u\n",
 				     version);
 	features = readl(sdev->regs + SLSVIRT_REG_FEATURES);
+	sdev->has_generation = features & SLSVIRT_F_GENERATION;
 
 	/* MSI-X writes are DMA. */
 	pci_set_master(pdev);

@@ -256,7 +256,7 @@ static void bad_register_round(void)
 	wr32(SLSVIRT_REG_MAGIC, 0);
 	wr32(0x800, SLSVIRT_CMD_PERSIST);			/* unknown register */
 	(void)rd32(SLSVIRT_REG_CMD);				/* write-only */
-	(void)rd32(0x40);					/* unknown */
+	(void)rd32(0x48);					/* unknown (0x40: GENERATION) */
 	(void)rd32(SLSVIRT_REGS_SIZE - 4);			/* unknown, last */
 	(void)rd64(SLSVIRT_REG_MAGIC);				/* 32-bit register, 8 bytes */
 	bad_accesses_sent += 4 + 9 + 4;

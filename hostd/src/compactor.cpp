@@ -4,6 +4,7 @@
 #include <string>
 
 #include "slsvirt/compactor.hpp"
+#include "slsvirt/branch.hpp"
 #include "slsvirt/log.hpp"
 
 namespace slsvirt {
@@ -102,7 +103,7 @@ void Compactor::run_once()
 		SLS_LOG_WARN("%s: retention: %s", who_.c_str(), views.message().c_str());
 		return;
 	}
-	RetentionPlan plan = plan_retention(*views, policy_);
+	RetentionPlan plan = plan_retention(*views, policy_, pinned_epochs(store_.vm_dir()));
 	if (!plan.oldest_retained)
 		return;
 	auto cs = store_.compact(plan, faults_, &store_lock_);

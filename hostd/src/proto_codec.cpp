@@ -23,6 +23,11 @@ std::span<const unsigned char> as_bytes_of(const T &v)
 }
 
 // Copies a NUL-terminated string field; fails if there is no NUL.
+bool all_zero_bytes(const char *f, size_t n)
+{
+	return std::all_of(f, f + n, [](char c) { return c == 0; });
+}
+
 bool cstr_field(const char *f, size_t n, std::string &out)
 {
 	const void *z = memchr(f, '\0', n);
@@ -52,7 +57,7 @@ size_t fixed_size(uint16_t type)
 	case SLS_MSG_HELLO_ACK: return sizeof(sls_msg_hello_ack);
 	case SLS_MSG_EPOCH: return sizeof(sls_msg_epoch);
 	case SLS_MSG_EPOCH_ACK: return sizeof(sls_msg_epoch_ack);
-	case SLS_MSG_RESTORE: return sizeof(sls_msg_restore);
+	case SLS_MSG_RESTORE: return SLS_MSG_RESTORE_V1_LEN;
 	case SLS_MSG_RESTORE_ACK: return sizeof(sls_msg_restore_ack);
 	}
 	return 0;
@@ -65,6 +70,7 @@ uint64_t max_size(uint16_t type)
 	case SLS_MSG_HELLO: return sizeof(sls_msg_hello) + SLS_MAX_RAM_BLOCKS * sizeof(sls_ram_block);
 	case SLS_MSG_EPOCH: return SLS_PROTO_MAX_PAYLOAD;	// devstate + page list
 	case SLS_MSG_RESTORE_ACK: return sizeof(sls_msg_restore_ack) + kMaxDevstate;
+	case SLS_MSG_RESTORE: return sizeof(sls_msg_restore);
 	default: return fixed_size(type);
 	}
 }
@@ -276,12 +282,23 @@ Result<EpochAck> decode_epoch_ack(std::span<const unsigned char> p)
 
 Result<Restore> decode_restore(std::span<const unsigned char> p)
 {
-	if (p.size() != sizeof(sls_msg_restore))
-		return make_error(-EPROTO, "RESTORE: %zu bytes, expected %zu", p.size(), sizeof(sls_msg_restore));
-	auto m = load<sls_msg_restore>(p);
-	if (m.flags != 0)
-		return make_error(-EINVAL, "RESTORE: flags must be 0");
-	return Restore{m.epoch};
+	if (p.size() != sizeof(sls_msg_restore) && p.size() != SLS_MSG_RESTORE_V1_LEN)
+		return make_error(-EPROTO, "RESTORE: %zu bytes, expected %u or %zu", p.size(), SLS_MSG_RESTORE_V1_LEN,
+				  sizeof(sls_msg_restore));
+	sls_msg_restore m{};
+	memcpy(&m, p.data(), p.size());
+	if (m.flags & ~SLS_RESTORE_F_ALL)
+		return make_error(-EINVAL, "RESTORE: unknown flags 0x%llx", static_cast<unsigned long long>(m.flags));
+	Restore r{m.epoch, m.flags, {}};
+	if (!cstr_field(m.source_vm, sizeof(m.source_vm), r.source_vm))
+		return make_error(-EPROTO, "RESTORE: source_vm not NUL-terminated");
+	if (m.flags & SLS_RESTORE_F_SOURCE) {
+		if (Status s = check_vm_name(r.source_vm); !s.ok())
+			return make_error(-EINVAL, "RESTORE: source_vm: %s", s.message().c_str());
+	} else if (!all_zero_bytes(m.source_vm, sizeof(m.source_vm))) {
+		return make_error(-EINVAL, "RESTORE: source_vm set without SLS_RESTORE_F_SOURCE");
+	}
+	return r;
 }
 
 Result<RestoreAck> decode_restore_ack(std::span<const unsigned char> p)
@@ -380,6 +397,11 @@ Bytes encode_restore(const Restore &r, uint64_t seq)
 {
 	sls_msg_restore m{};
 	m.epoch = r.epoch;
+	m.flags = r.flags;
+	put_str(m.source_vm, sizeof(m.source_vm), r.source_vm);
+	if (!r.flags && r.source_vm.empty())
+		return frame(SLS_MSG_RESTORE, std::span(reinterpret_cast<const unsigned char *>(&m), SLS_MSG_RESTORE_V1_LEN),
+			     seq);
 	return frame(SLS_MSG_RESTORE, as_bytes_of(m), seq);
 }
 

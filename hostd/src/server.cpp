@@ -1,6 +1,7 @@
 // slsvirtd connection handling: one thread and one io_uring per engine.
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,8 +14,11 @@
 #include <cstring>
 #include <optional>
 
+#include "slsvirt/branch.hpp"
 #include "slsvirt/compactor.hpp"
+#include "slsvirt/crc32c.hpp"
 #include "slsvirt/log.hpp"
+#include "slsvirt/open_segments.hpp"
 #include "slsvirt/proto_codec.hpp"
 #include "slsvirt/server.hpp"
 #include "slsvirt/store.hpp"
@@ -110,6 +114,9 @@ public:
 	}
 	~Session()
 	{
+		// A QEMU that reconnects keeps reading the files it was given.
+		if (pid_ <= 0 || (kill(pid_, 0) < 0 && errno == ESRCH))
+			open_segments::release(holder_id());
 		compactor_.reset();	// joins its thread before the store goes
 		if (registered_) {
 			std::lock_guard lk(mu_);
@@ -346,6 +353,8 @@ private:
 		newest_ = e.epoch;
 		last_acked_ = e.epoch;
 		bool ok = ack_epoch(e.epoch, 0, wr->file_bytes, "durable");
+		if (full)
+			release_branch_pin();
 		store_->name_segment(*wr);	// a reused spare gets its epoch's name (a hint; no fsync)
 		compactor_->kick();	// after the ack: retention never delays one
 		return ok;
@@ -359,6 +368,93 @@ private:
 		memset(staging_.data(), 0, staging_.size());
 	}
 
+	// A clone's first full epoch of its own is durable: it no longer needs
+	// the epoch it was cloned from (branch.hpp), so the parent may drop it.
+	void release_branch_pin()
+	{
+		if (branch_pin_released_)
+			return;
+		branch_pin_released_ = true;
+		auto br = load_branch(store_->vm_dir());
+		if (!br || !*br)
+			return;
+		const std::string parent_dir = cfg_.store_root + "/" + (*br)->parent_vm;
+		if (Status s = remove_pin(parent_dir, vm_); !s.ok())
+			SLS_LOG_WARN("%s: %s", who().c_str(), s.message().c_str());
+		else
+			SLS_LOG_INFO("vm %s has an epoch of its own: released its pin on %s@%llu", vm_.c_str(),
+				     (*br)->parent_vm.c_str(), static_cast<unsigned long long>((*br)->parent_epoch));
+	}
+
+	// Files a lazily restored VM reads are held for as long as its QEMU
+	// lives (open_segments.hpp): by its pid, across reconnects.
+	uint64_t holder_id() const
+	{
+		return pid_ > 0 ? static_cast<uint64_t>(pid_) : reinterpret_cast<uintptr_t>(this);
+	}
+
+	// RESTORE_ACK with fds attached (SCM_RIGHTS, all with the first byte).
+	Status send_with_fds(const proto::Bytes &b, const std::vector<UniqueFd> &files)
+	{
+		if (files.empty())
+			return send(b);
+		std::vector<char> cbuf(CMSG_SPACE(sizeof(int) * files.size()));
+		struct iovec iov = {const_cast<unsigned char *>(b.data()), b.size()};
+		struct msghdr mh = {};
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = cbuf.data();
+		mh.msg_controllen = cbuf.size();
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * files.size());
+		for (size_t i = 0; i < files.size(); i++) {
+			int f = files[i].get();
+			memcpy(CMSG_DATA(c) + i * sizeof(int), &f, sizeof(int));
+		}
+		ssize_t n;
+		do
+			n = ::sendmsg(fd_, &mh, MSG_NOSIGNAL);
+		while (n < 0 && errno == EINTR);
+		if (n < 0)
+			return errno_error("send RESTORE_ACK");
+		if (static_cast<size_t>(n) == b.size())
+			return {};
+		return send_all(fd_, proto::Bytes(b.begin() + n, b.end()));
+	}
+
+	// The page map of a lazy restore, into staging (proto.h, sls_lazy_map).
+	Status write_lazy_map(const LazyMap &m)
+	{
+		sls_lazy_map h{};
+		const size_t body = m.chain.size() * sizeof(uint64_t) + m.pages.size() * sizeof(sls_lazy_page);
+		if (sizeof(h) + body > staging_.size())
+			return make_error(-E2BIG, "page map of %zu pages does not fit the staging area", m.pages.size());
+		unsigned char *at = staging_.data() + sizeof(h);
+		for (uint64_t e : m.chain) {
+			memcpy(at, &e, sizeof(e));
+			at += sizeof(e);
+		}
+		for (const auto &p : m.pages) {
+			sls_lazy_page e{};
+			e.staging_page = (hello_blocks_[p.block].staging_offset + p.offset) / SLS_PAGE_SIZE;
+			e.file_offset = p.file_offset;
+			e.page_crc = p.crc;
+			e.file = static_cast<uint16_t>(p.file);
+			memcpy(at, &e, sizeof(e));
+			at += sizeof(e);
+		}
+		h.magic = SLS_LAZY_MAP_MAGIC;
+		h.nr_files = static_cast<uint32_t>(m.files.size());
+		h.epoch = m.info.epoch;
+		h.nr_pages = m.pages.size();
+		h.entries_crc = crc32c(staging_.data() + sizeof(h), body);
+		h.header_crc = crc32c(&h, offsetof(sls_lazy_map, header_crc));
+		memcpy(staging_.data(), &h, sizeof(h));
+		return {};
+	}
+
 	bool handle_restore(const proto::Bytes &payload)
 	{
 		auto rr = proto::decode_restore(payload);
@@ -367,21 +463,63 @@ private:
 			return false;
 		}
 		const uint64_t t0 = mono_ns();
-		zero_staging();
-		auto lr = store_->load(rr->epoch, blocks_, false, &compactor_->store_lock());
-		proto::Bytes reply;
-		if (!lr) {
-			SLS_LOG_ERROR("%s: restore of epoch %llu failed: %s", who().c_str(),
-				      static_cast<unsigned long long>(rr->epoch), lr.message().c_str());
-			reply = proto::encode_restore_ack({rr->epoch, lr.code(), lr.message(), {}}, ++send_seq_);
-		} else {
-			SLS_LOG_INFO("vm %s restored epoch %llu: pages=%llu devstate=%zu load_ms=%.1f", vm_.c_str(),
-				     static_cast<unsigned long long>(lr->info.epoch),
-				     static_cast<unsigned long long>(lr->pages_loaded), lr->devstate.size(),
-				     (mono_ns() - t0) / 1e6);
-			reply = proto::encode_restore_ack({lr->info.epoch, 0, "ok", lr->devstate}, ++send_seq_);
+		const bool lazy = rr->flags & SLS_RESTORE_F_LAZY;
+		// A clone reads its source's store and never writes it; its own
+		// store gets its epochs from now on.
+		std::optional<Store> source;
+		const Store *from = &*store_;
+		std::mutex *lock = &compactor_->store_lock();
+		if ((rr->flags & SLS_RESTORE_F_SOURCE) && rr->source_vm != vm_) {
+			auto st = Store::open(cfg_.store_root, rr->source_vm, false);
+			if (!st) {
+				Status s = send(proto::encode_restore_ack({rr->epoch, st.code(), st.message(), {}}, ++send_seq_));
+				return s.ok();
+			}
+			source.emplace(std::move(*st));
+			from = &*source;
+			lock = nullptr;	// its own slsvirtd session (if any) holds its lock; held files are safe
 		}
-		Status s = send(reply);
+		if (!lazy)
+			zero_staging();	// a lazy restore writes only the map at the start
+		proto::Bytes reply;
+		std::vector<UniqueFd> files;
+		std::string what = lazy ? "lazy restore" : "restore";
+		if (lazy) {
+			std::vector<RamBlockDesc> layout;
+			for (const auto &b : hello_blocks_)
+				layout.push_back({b.idstr, b.length});
+			open_segments::release(holder_id());	// an earlier attempt's
+			auto m = from->map_epoch(rr->epoch, layout, holder_id(), lock);
+			Status ws = m ? write_lazy_map(*m) : Status(m.error());
+			if (!ws.ok()) {
+				SLS_LOG_ERROR("%s: %s of %s epoch %llu failed: %s", who().c_str(), what.c_str(),
+					      from->vm().c_str(), static_cast<unsigned long long>(rr->epoch),
+					      ws.message().c_str());
+				open_segments::release(holder_id());
+				reply = proto::encode_restore_ack({rr->epoch, ws.code(), ws.message(), {}}, ++send_seq_);
+			} else {
+				SLS_LOG_INFO("vm %s lazy restore of %s epoch %llu: %zu data pages in %zu segments, devstate=%zu "
+					     "map_ms=%.1f",
+					     vm_.c_str(), from->vm().c_str(), static_cast<unsigned long long>(m->info.epoch),
+					     m->pages.size(), m->files.size(), m->devstate.size(), (mono_ns() - t0) / 1e6);
+				reply = proto::encode_restore_ack({m->info.epoch, 0, "ok", m->devstate}, ++send_seq_);
+				files = std::move(m->files);
+			}
+		} else {
+			auto lr = from->load(rr->epoch, blocks_, false, lock);
+			if (!lr) {
+				SLS_LOG_ERROR("%s: restore of %s epoch %llu failed: %s", who().c_str(), from->vm().c_str(),
+					      static_cast<unsigned long long>(rr->epoch), lr.message().c_str());
+				reply = proto::encode_restore_ack({rr->epoch, lr.code(), lr.message(), {}}, ++send_seq_);
+			} else {
+				SLS_LOG_INFO("vm %s restored %s epoch %llu: pages=%llu devstate=%zu load_ms=%.1f", vm_.c_str(),
+					     from->vm().c_str(), static_cast<unsigned long long>(lr->info.epoch),
+					     static_cast<unsigned long long>(lr->pages_loaded), lr->devstate.size(),
+					     (mono_ns() - t0) / 1e6);
+				reply = proto::encode_restore_ack({lr->info.epoch, 0, "ok", lr->devstate}, ++send_seq_);
+			}
+		}
+		Status s = send_with_fds(reply, files);
 		if (!s.ok())
 			SLS_LOG_WARN("%s: %s", who().c_str(), s.message().c_str());
 		return s.ok();
@@ -405,6 +543,7 @@ private:
 	std::vector<proto::StagingBlock> hello_blocks_;
 	std::unique_ptr<Compactor> compactor_;
 	uint64_t newest_ = 0, last_epoch_ = 0;
+	bool branch_pin_released_ = false;
 	uint64_t last_acked_ = 0;	// last epoch acked durable on this connection (a delta's only valid parent)
 };
 

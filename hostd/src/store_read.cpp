@@ -15,9 +15,12 @@
 #include <map>
 #include <set>
 
+#include "slsvirt/branch.hpp"
 #include "slsvirt/crc32c.hpp"
 #include "slsvirt/fd.hpp"
 #include "slsvirt/log.hpp"
+#include "slsvirt/open_segments.hpp"
+#include "slsvirt/proto.h"
 #include "slsvirt/store.hpp"
 #include "slsvirt/store_format.hpp"
 
@@ -882,11 +885,14 @@ void Store::drop_spares() const
 
 void Store::retire(const std::string &path, uint64_t epoch) const
 {
+	// Held across the check and the header zeroing (open_segments.hpp).
+	std::lock_guard held_lk(open_segments::lock());
 	struct stat st;
 	if (::stat(path.c_str(), &st) < 0 || !S_ISREG(st.st_mode))
 		return;
 	const uint64_t size = static_cast<uint64_t>(st.st_size);
-	bool keep = size >= 2 * fmt::kAlign && size % fmt::kAlign == 0;
+	// A lazily restored VM reads it: delete, never overwrite.
+	bool keep = size >= 2 * fmt::kAlign && size % fmt::kAlign == 0 && !open_segments::held(st);
 	if (keep) {
 		std::lock_guard lk(spares_->mu);
 		keep = spares_->files.size() < spares_->max_files && spares_->bytes + size <= spares_->max_bytes;
@@ -1088,9 +1094,12 @@ std::vector<EpochView> resolve_chains(const std::vector<SegmentInfo> &segments)
 	return out;
 }
 
-RetentionPlan plan_retention(const std::vector<EpochView> &views, const RetentionPolicy &policy)
+RetentionPlan plan_retention(const std::vector<EpochView> &views, const RetentionPolicy &policy,
+			     const std::set<uint64_t> &pinned)
 {
 	RetentionPlan plan;
+	if (pinned.count(UINT64_MAX))
+		return plan;	// a pin that does not verify: keep everything
 	const unsigned retain = policy.retain ? policy.retain : 1;
 	std::vector<const EpochView *> restorable;
 	std::map<uint64_t, const EpochView *> by_epoch;
@@ -1117,6 +1126,12 @@ RetentionPlan plan_retention(const std::vector<EpochView> &views, const Retentio
 					from = f;
 			n.insert(from, ch.end());
 		}
+		// Epochs clones were started from, with their chains, as they are.
+		for (uint64_t p : pinned)
+			if (auto it = by_epoch.find(p); it != by_epoch.end()) {
+				n.insert(p);
+				n.insert(it->second->chain.begin(), it->second->chain.end());
+			}
 		return n;
 	};
 	auto seg_bytes = [](const SegmentInfo &s) { return s.segment_bytes ? s.segment_bytes : s.file_size; };
@@ -1587,10 +1602,131 @@ Result<CompactStats> Store::apply_retention(const RetentionPolicy &policy, const
 	auto views = catalog(ScanDepth::structure);
 	if (!views)
 		return views.error();
-	RetentionPlan plan = plan_retention(*views, policy);
+	RetentionPlan plan = plan_retention(*views, policy, pinned_epochs(vm_dir_));
 	if (!plan.oldest_retained)
 		return CompactStats{};
 	return compact(plan, faults);
+}
+
+// Lazy restore: the chain's files are opened (and held) first, then each is
+// scanned at structure depth through its fd, so what is mapped is exactly
+// what the fds will read. Newest segment first; a page is taken from the
+// newest segment (and, within one, the last entry) that lists it.
+Result<LazyMap> Store::map_epoch(uint64_t epoch, std::span<const RamBlockDesc> dest, uint64_t holder,
+				 std::mutex *lock) const
+{
+	for (int attempt = 0;; attempt++) {
+		auto c = catalog_under(*this, lock);
+		if (!c)
+			return c.error();
+		const EpochView *v = nullptr;
+		for (auto it = c->rbegin(); it != c->rend() && !v; ++it)
+			if (epoch ? it->seg.epoch == epoch : it->restorable)
+				v = &*it;
+		if (!v && epoch)
+			return make_error(-ENOENT, "epoch %llu does not exist for VM '%s'",
+					  static_cast<unsigned long long>(epoch), vm_.c_str());
+		if (!v)
+			return make_error(-ENOENT, "VM '%s' has no restorable epoch", vm_.c_str());
+		if (!v->restorable)
+			return make_error(-EBADMSG, "epoch %llu is not restorable: %s",
+					  static_cast<unsigned long long>(v->seg.epoch), v->why.c_str());
+		LazyMap m;
+		m.chain = v->chain;
+		const auto paths = chain_paths(*c, m.chain);
+		if (m.chain.size() > SLS_LAZY_MAX_FILES)
+			return make_error(-E2BIG, "epoch %llu: its chain has %zu segments, a lazy restore serves at most %u "
+					  "(restore eagerly, or let compaction fold the chain)",
+					  static_cast<unsigned long long>(v->seg.epoch), m.chain.size(), SLS_LAZY_MAX_FILES);
+		{
+			std::unique_lock<std::mutex> lk;
+			if (lock)
+				lk = std::unique_lock(*lock);
+			std::lock_guard held_lk(open_segments::lock());
+			for (size_t i = 0; i < paths.size(); i++) {
+				UniqueFd fd(::open(paths[i].c_str(), O_RDONLY | O_CLOEXEC));
+				struct stat st;
+				if (!fd.valid() || fstat(fd.get(), &st) < 0)
+					return errno_error(strf("epoch %llu: open chain segment %llu (%s)",
+								static_cast<unsigned long long>(v->seg.epoch),
+								static_cast<unsigned long long>(m.chain[i]), paths[i].c_str()));
+				if (holder)
+					open_segments::hold(holder, st);
+				m.files.push_back(std::move(fd));
+			}
+		}
+		std::vector<std::vector<bool>> seen;
+		for (const auto &d : dest)
+			seen.emplace_back(d.length / fmt::kPageSize, false);
+		Status bad;
+		for (size_t step = 0; step < m.chain.size() && bad.ok(); step++) {
+			const size_t ci = m.chain.size() - 1 - step;
+			const auto ep = static_cast<unsigned long long>(m.chain[ci]);
+			Parsed parsed;
+			SegmentInfo info;
+			info.path = paths[ci];
+			scan_fd(m.files[ci].get(), info, m.chain[ci], vm_, ScanDepth::structure, &parsed);
+			if (info.status != SegmentStatus::valid) {
+				bad = make_error(-EBADMSG, "epoch %llu: chain segment %llu is %s: %s",
+						 static_cast<unsigned long long>(m.chain.back()), ep, to_string(info.status),
+						 info.detail.c_str());
+				break;
+			}
+			if ((ci == 0) != (info.kind != SegmentKind::delta) || (ci > 0 && info.parent_epoch != m.chain[ci - 1])) {
+				bad = make_error(-EBADMSG, "epoch %llu: segment %llu does not fit its chain",
+						 static_cast<unsigned long long>(m.chain.back()), ep);
+				break;
+			}
+			std::vector<int> map(info.layout.size(), -1);
+			if (info.layout.size() != dest.size())
+				return make_error(-EINVAL, "epoch %llu has %zu RAM blocks, this VM has %zu", ep,
+						  info.layout.size(), dest.size());
+			for (size_t i = 0; i < info.layout.size(); i++) {
+				for (size_t j = 0; j < dest.size(); j++)
+					if (dest[j].idstr == info.layout[i].idstr && dest[j].length == info.layout[i].length)
+						map[i] = static_cast<int>(j);
+				if (map[i] < 0)
+					return make_error(-EINVAL, "epoch %llu: RAM block '%s' (%llu bytes) is not in this VM",
+							  ep, info.layout[i].idstr.c_str(),
+							  static_cast<unsigned long long>(info.layout[i].length));
+			}
+			for (size_t r = parsed.pages.size(); r-- > 0;) {
+				const auto &pr = parsed.pages[r];
+				uint64_t ndata = 0;
+				for (const auto &e : pr.index)
+					ndata += !(e.flags & fmt::kPageFZero);
+				uint64_t slot = ndata;
+				for (size_t i = pr.index.size(); i-- > 0;) {
+					const auto &e = pr.index[i];
+					const bool zero = e.flags & fmt::kPageFZero;
+					slot -= !zero;
+					auto bit = seen[static_cast<size_t>(map[e.block_id])][e.offset / fmt::kPageSize];
+					if (bit)
+						continue;
+					bit = true;
+					if (!zero)
+						m.pages.push_back({static_cast<uint32_t>(map[e.block_id]), static_cast<uint32_t>(ci),
+								   e.offset, pr.data_pos + slot * fmt::kPageSize, e.page_crc});
+				}
+			}
+			if (ci + 1 == m.chain.size()) {
+				m.devstate = std::move(parsed.devstate);
+				m.info = std::move(info);
+				m.info.epoch = m.chain[ci];
+			}
+		}
+		if (!bad.ok()) {
+			if (holder)
+				open_segments::release(holder);
+			if (attempt < 3)
+				continue;	// a segment moved under the catalog: look again
+			return bad.error();
+		}
+		std::sort(m.pages.begin(), m.pages.end(), [](const LazyPage &a, const LazyPage &b) {
+			return a.block != b.block ? a.block < b.block : a.offset < b.offset;
+		});
+		return m;
+	}
 }
 
 } // namespace slsvirt

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "slsvirt/branch.hpp"
 #include "slsvirt/fd.hpp"
 #include "slsvirt/qmp.hpp"
 #include "slsvirt/store.hpp"
@@ -523,30 +524,50 @@ int cmd_checkpoint(Args &a)
 	}
 }
 
-int cmd_restore(Args &a)
+// Where a lazily restored VM's RAM lives: a private mapping of a file in
+// tmpfs. Pages the restore loads go into the file's page cache, where every
+// VM mapping the same file (clones of one epoch) shares them until it
+// writes. The file is unlinked once the QEMUs have mapped it.
+std::string image_dir() { return env_or("SLSVIRT_IMAGE_DIR", "/dev/shm"); }
+
+Result<std::string> make_image_file(const std::string &vm, uint64_t epoch)
 {
-	auto vm = need_vm(a);
-	if (!vm)
-		return fail(vm.message());
-	auto epoch = epoch_option(a);
-	if (!epoch)
-		return fail(epoch.message());
-	const uint64_t want = *epoch;
-	auto store = Store::open(a.store_root(), *vm, false);
-	if (!store)
-		return fail(store.message());
-	auto views = store->catalog(ScanDepth::structure);
+	std::string path = strf("%s/slsvirt-%s-%llu.%d.ram", image_dir().c_str(), vm.c_str(),
+				static_cast<unsigned long long>(epoch), static_cast<int>(getpid()));
+	UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+	if (!fd.valid())
+		return errno_error("create RAM image file " + path);
+	return path;
+}
+
+std::vector<std::string> lazy_ram_args(const VmConf &c, const std::string &image)
+{
+	// q35's RAM block is "pc.ram" whatever backs it: the epoch's layout matches.
+	return {"-object", "memory-backend-file,id=pc.ram,size=" + c.mem + ",mem-path=" + image + ",share=off",
+		"-machine", "memory-backend=pc.ram"};
+}
+
+struct RestoreSource {
+	std::string vm;			// store to read
+	uint64_t epoch = 0;
+	bool other_store = false;	// a clone's branch point: RESTORE with source
+};
+
+// Chooses the epoch to restore: the requested one, or the newest restorable
+// one. eager: every page of its chain verifies now (a lazy restore checks
+// each page when it is loaded). Prints what it skipped.
+Result<SegmentInfo> choose_epoch(const Store &store, uint64_t want, bool eager)
+{
+	auto views = store.catalog(ScanDepth::structure);
 	if (!views)
-		return fail(views.message());
-	// Choose: the requested epoch, or the newest whose whole chain verifies
-	// (every record and page of every segment it needs).
+		return views.error();
 	std::map<uint64_t, SegmentInfo> full_scans;
 	auto chain_problem = [&](const EpochView &v) -> std::string {
 		if (!v.restorable)
 			return v.seg.status != SegmentStatus::valid ? status_text(v.seg) : "not restorable: " + v.why;
-		for (uint64_t e : v.chain) {
+		for (uint64_t e : eager ? v.chain : std::vector<uint64_t>{}) {
 			if (!full_scans.count(e))
-				full_scans[e] = store->scan(e, ScanDepth::full);
+				full_scans[e] = store.scan(e, ScanDepth::full);
 			const SegmentInfo &f = full_scans[e];
 			if (f.status != SegmentStatus::valid)
 				return e == v.seg.epoch ? status_text(f)
@@ -569,24 +590,135 @@ int cmd_restore(Args &a)
 		if (problem.empty())
 			chosen = s;
 		else if (want)
-			return fail(strf("epoch %llu is %s", static_cast<unsigned long long>(want), problem.c_str()));
+			return make_error(-EBADMSG, "epoch %llu is %s", static_cast<unsigned long long>(want),
+					  problem.c_str());
 		else
 			skipped.push_back({s, problem});
 	}
 	if (!chosen) {
 		for (const auto &[s, why] : skipped)
 			fprintf(stderr, "epoch %llu: %s\n", static_cast<unsigned long long>(s.epoch), why.c_str());
-		return fail(want ? strf("epoch %llu does not exist for VM '%s'", static_cast<unsigned long long>(want),
-					vm->c_str())
-				 : strf("VM '%s' has no valid epoch to restore", vm->c_str()));
+		return make_error(-ENOENT, "%s",
+				  want ? strf("epoch %llu does not exist for VM '%s'", static_cast<unsigned long long>(want),
+					      store.vm().c_str())
+						 .c_str()
+				       : strf("VM '%s' has no valid epoch to restore", store.vm().c_str()).c_str());
 	}
 	for (const auto &[s, why] : skipped)
 		printf("epoch %llu: %s, %s\n", static_cast<unsigned long long>(s.epoch), why.c_str(),
 		       why == "valid" ? "newer than --epoch, not used" : "ignored");
-	printf("restoring epoch %llu (%s, captured %s, %llu pages, %llu bytes)\n",
+	return *chosen;
+}
+
+struct Started {
+	pid_t pid = 0;
+	uint64_t epoch = 0;
+	uint64_t start_ms = 0;		// QEMU started -> QMP answers
+	uint64_t restore_ms = 0;	// sls-restore
+	uint64_t running_ms = 0;	// QEMU started -> cont returned (the guest runs)
+};
+
+// Starts QEMU for vm paused, restores src into it and lets it run.
+Result<Started> start_restored(const Args &a, const std::string &vm, const VmConf &conf, const RestoreSource &src,
+			       bool lazy, const std::string &image, const std::string &working_set, bool detach)
+{
+	std::string console = a.get("--console", detach ? a.run_dir() + "/" + vm + ".console" : "");
+	auto argv = qemu_argv(a, vm, conf, console, true);
+	if (lazy && !image.empty()) {
+		auto extra = lazy_ram_args(conf, image);
+		argv.insert(argv.end(), extra.begin(), extra.end());
+	}
+	Started st;
+	const uint64_t t0 = mono_ms();
+	auto pid = spawn_qemu(a, vm, argv, detach);
+	if (!pid)
+		return pid.error();
+	st.pid = *pid;
+	auto abort_start = [&](const std::string &msg) -> Error {
+		kill(*pid, SIGTERM);	// the QEMU this command started, nothing else
+		wait_child_exit(*pid);
+		return make_error(-EIO, "%s", msg.c_str());
+	};
+	auto q = wait_qmp(a, vm, *pid, 60000);
+	if (!q)
+		return abort_start(q.message());
+	const uint64_t t1 = mono_ms();
+	q->set_timeout_ms(600000);
+	nlohmann::json args = {{"epoch", src.epoch}, {"lazy", lazy}};
+	if (src.other_store)
+		args["source"] = src.vm;
+	if (!working_set.empty())
+		args["working-set"] = working_set;
+	auto r = q->execute("sls-restore", args);
+	if (!r)
+		return abort_start(r.message());
+	const uint64_t t2 = mono_ms();
+	if (!a.has("--stopped")) {
+		auto c = q->execute("cont");
+		if (!c)
+			return abort_start(c.message());
+	}
+	const uint64_t t3 = mono_ms();
+	st.epoch = r->is_object() ? r->value("epoch", src.epoch) : src.epoch;
+	st.start_ms = t1 - t0;
+	st.restore_ms = t2 - t1;
+	st.running_ms = t3 - t0;
+	return st;
+}
+
+// A VM's source of truth for a restore: its own store, or -- a clone that
+// has no durable epoch of its own yet -- the epoch it was cloned from.
+Result<RestoreSource> restore_source(const Args &a, const Store &store, uint64_t want, bool eager)
+{
+	auto own = store.catalog(ScanDepth::structure);
+	if (!own)
+		return own.error();
+	bool any_restorable = false;
+	for (const auto &v : *own)
+		any_restorable |= v.restorable;
+	auto br = load_branch(store.vm_dir());
+	if (!br)
+		return br.error();
+	if (!any_restorable && *br && !want) {
+		const Branch &b = **br;
+		printf("VM '%s' has no epoch of its own yet: restoring its branch point %s@%llu\n", store.vm().c_str(),
+		       b.parent_vm.c_str(), static_cast<unsigned long long>(b.parent_epoch));
+		auto parent = Store::open(a.store_root(), b.parent_vm, false);
+		if (!parent)
+			return parent.error();
+		auto chosen = choose_epoch(*parent, b.parent_epoch, eager);
+		if (!chosen)
+			return chosen.error();
+		return RestoreSource{b.parent_vm, chosen->epoch, true};
+	}
+	auto chosen = choose_epoch(store, want, eager);
+	if (!chosen)
+		return chosen.error();
+	printf("restoring epoch %llu (%s, captured %s, %llu pages, %llu bytes)%s\n",
 	       static_cast<unsigned long long>(chosen->epoch), to_string(chosen->kind),
 	       fmt_time(chosen->capture_realtime_ns).c_str(), static_cast<unsigned long long>(chosen->nr_pages),
-	       static_cast<unsigned long long>(chosen->file_size));
+	       static_cast<unsigned long long>(chosen->file_size), eager ? "" : ", lazily");
+	return RestoreSource{store.vm(), chosen->epoch, false};
+}
+
+int cmd_restore(Args &a)
+{
+	auto vm = need_vm(a);
+	if (!vm)
+		return fail(vm.message());
+	auto epoch = epoch_option(a);
+	if (!epoch)
+		return fail(epoch.message());
+	const bool eager = a.has("--eager");
+	const std::string ws = a.get("--working-set");
+	if (eager && !ws.empty())
+		return fail("--working-set needs a lazy restore (drop --eager)");
+	auto store = Store::open(a.store_root(), *vm, false);
+	if (!store)
+		return fail(store.message());
+	auto src = restore_source(a, *store, *epoch, eager);
+	if (!src)
+		return fail(src.message());
 	fflush(stdout);
 
 	if (pid_t p = live_qemu(a, *vm))
@@ -601,37 +733,149 @@ int cmd_restore(Args &a)
 		return fail(s.message());
 	if (Status s = ensure_hostd(a); !s.ok())
 		return fail(s.message());
+	std::string image;
+	bool own_backend = false;	// the VM's config names its RAM backend itself
+	for (const auto &x : conf->extra_args)
+		own_backend |= x.find("memory-backend=") != std::string::npos;
+	if (!eager && own_backend) {
+		for (const auto &x : conf->extra_args)
+			if (x.find("id=pc.ram") != std::string::npos && x.find("share=on") != std::string::npos)
+				return fail("the VM's RAM is a shared mapping (vm.conf: " + x +
+					    "): a lazy restore cannot serve it; use --eager");
+	}
+	if (!eager && !own_backend) {
+		auto img = make_image_file(*vm, src->epoch);
+		if (!img)
+			return fail(img.message());
+		image = *img;
+	}
 	const bool detach = a.has("--detach");
-	std::string console = a.get("--console", detach ? a.run_dir() + "/" + *vm + ".console" : "");
-	const uint64_t t0 = mono_ms();
-	auto pid = spawn_qemu(a, *vm, qemu_argv(a, *vm, *conf, console, true), detach);
-	if (!pid)
-		return fail(pid.message());
-	auto abort_start = [&](const std::string &msg) {
-		kill(*pid, SIGTERM);	// the QEMU this command started, nothing else
-		wait_child_exit(*pid);
-		return fail(msg);
-	};
-	auto q = wait_qmp(a, *vm, *pid, 60000);
-	if (!q)
-		return abort_start(q.message());
-	q->set_timeout_ms(600000);
-	auto r = q->execute("sls-restore", {{"epoch", chosen->epoch}});
-	if (!r)
-		return abort_start(r.message());
-	auto c = q->execute("cont");
-	if (!c)
-		return abort_start(c.message());
-	const uint64_t t1 = mono_ms();
-	uint64_t got = r->is_object() ? r->value("epoch", chosen->epoch) : chosen->epoch;
-	printf("restored epoch %llu; QEMU start to running: %llu ms\n", static_cast<unsigned long long>(got),
-	       static_cast<unsigned long long>(t1 - t0));
+	auto st = start_restored(a, *vm, *conf, *src, !eager, image, ws, detach);
+	if (!image.empty())
+		::unlink(image.c_str());	// QEMU has it mapped (or failed)
+	if (!st)
+		return fail(st.message());
+	printf("restored epoch %llu%s; QEMU start to running: %llu ms (QMP up %llu ms, restore %llu ms)\n",
+	       static_cast<unsigned long long>(st->epoch), eager ? "" : " lazily",
+	       static_cast<unsigned long long>(st->running_ms), static_cast<unsigned long long>(st->start_ms),
+	       static_cast<unsigned long long>(st->restore_ms));
 	fflush(stdout);
 	if (detach) {
-		printf("%d\n", static_cast<int>(*pid));
+		printf("%d\n", static_cast<int>(st->pid));
 		return 0;
 	}
-	return wait_child_exit(*pid);
+	return wait_child_exit(st->pid);
+}
+
+// VM@N -> (VM, N)
+Result<std::pair<std::string, uint64_t>> parse_vm_at(const std::string &s)
+{
+	auto at = s.rfind('@');
+	if (at == std::string::npos)
+		return make_error(-EINVAL, "expected VM@EPOCH, got '%s'", s.c_str());
+	std::string vm = s.substr(0, at);
+	SLS_TRY(check_vm_name(vm));
+	auto n = parse_number("epoch", s.substr(at + 1));
+	if (!n)
+		return n.error();
+	if (!*n)
+		return make_error(-EINVAL, "epoch must be >= 1");
+	return std::pair<std::string, uint64_t>{vm, *n};
+}
+
+int cmd_clone(Args &a)
+{
+	if (a.positional.size() != 1)
+		return fail("expected exactly one VM@EPOCH (see slsctl clone --help)");
+	auto src = parse_vm_at(a.positional[0]);
+	if (!src)
+		return fail(src.message());
+	const auto &[parent, epoch] = *src;
+	auto count = parse_number("--count", a.get("--count", "1"));
+	if (!count || *count < 1 || *count > 1000)
+		return fail(count ? "--count must be 1..1000" : count.message());
+	const std::string prefix = a.get("--prefix", parent + "-clone");
+	const std::string ws = a.get("--working-set");
+	auto pstore = Store::open(a.store_root(), parent, false);
+	if (!pstore)
+		return fail(pstore.message());
+	auto chosen = choose_epoch(*pstore, epoch, false);
+	if (!chosen)
+		return fail(chosen.message());
+	auto conf = load_vm_conf(pstore->vm_dir() + "/vm.conf");
+	if (!conf)
+		return fail(conf.message());
+	if (a.has("--qemu"))
+		conf->qemu = a.qemu();
+	std::vector<std::string> names;
+	for (unsigned long long i = 1; i <= *count; i++) {
+		std::string n = strf("%s-%llu", prefix.c_str(), i);
+		if (Status s = check_vm_name(n); !s.ok())
+			return fail(s.message());
+		struct stat st;
+		if (::stat((a.store_root() + "/" + n).c_str(), &st) == 0)
+			return fail(strf("VM '%s' exists already (%s/%s): pick another --prefix", n.c_str(),
+					 a.store_root().c_str(), n.c_str()));
+		names.push_back(n);
+	}
+	if (Status s = ensure_run_dir(a); !s.ok())
+		return fail(s.message());
+	if (Status s = ensure_hostd(a); !s.ok())
+		return fail(s.message());
+	auto image = make_image_file(parent, epoch);	// one file: the clones share its pages
+	if (!image)
+		return fail(image.message());
+	int rc = 0;
+	for (const auto &n : names) {
+		// The clone's own store: its config, where it came from, and a pin
+		// that keeps the parent's epoch until the clone has one of its own.
+		auto cs = Store::open(a.store_root(), n, true);
+		Status s = cs ? save_vm_conf(cs->vm_dir() + "/vm.conf", *conf) : Status(cs.error());
+		if (s.ok())
+			s = save_branch(cs->vm_dir(), {parent, epoch});
+		if (s.ok())
+			s = add_pin(pstore->vm_dir(), n, epoch);
+		if (!s.ok()) {
+			rc = fail(strf("clone %s: %s", n.c_str(), s.message().c_str()));
+			break;
+		}
+		auto st = start_restored(a, n, *conf, {parent, epoch, true}, true, *image, ws, true);
+		if (!st) {
+			rc = fail(strf("clone %s: %s", n.c_str(), st.message().c_str()));
+			break;
+		}
+		printf("clone %s: pid %d, %s@%llu, QEMU start to running %llu ms\n", n.c_str(), static_cast<int>(st->pid),
+		       parent.c_str(), static_cast<unsigned long long>(epoch),
+		       static_cast<unsigned long long>(st->running_ms));
+		fflush(stdout);
+	}
+	::unlink(image->c_str());
+	return rc;
+}
+
+int cmd_working_set(Args &a)
+{
+	if (a.positional.size() != 2)
+		return fail("expected VM FILE (see slsctl working-set --help)");
+	if (Status s = check_vm_name(a.positional[0]); !s.ok())
+		return fail(s.message());
+	auto q = QmpClient::connect(qmp_path(a, a.positional[0]), 10000);
+	if (!q)
+		return fail(q.message());
+	char *abs = realpath(".", nullptr);
+	std::string path = a.positional[1];
+	if (!path.empty() && path[0] != '/' && abs)
+		path = std::string(abs) + "/" + path;
+	free(abs);
+	auto r = q->execute("sls-save-working-set", {{"path", path}});
+	if (!r)
+		return fail(r.message());
+	auto info = q->execute("query-sls-restore");
+	if (info && info->is_object())
+		printf("working set of %s: %llu pages loaded so far, written to %s\n", a.positional[0].c_str(),
+		       static_cast<unsigned long long>(info->value("pages-loaded", 0ull) + info->value("zero-pages", 0ull)),
+		       path.c_str());
+	return 0;
 }
 
 std::string kind_text(const SegmentInfo &s)
@@ -845,13 +1089,32 @@ const Command kCommands[] = {
 	 "Prints 'epoch N durable'; exit 1 if the epoch failed or timed out.",
 	 {{"--timeout", "S", "seconds to wait (default 60)"}},
 	 cmd_checkpoint},
-	{"restore", "VM [--epoch N] [--detach] [--console FILE]",
+	{"restore", "VM [--epoch N] [--eager] [--working-set FILE] [--detach] [--console FILE]",
 	 "Restore VM from its store: report which epoch is used and every torn/corrupt newer one,\n"
-	 "start QEMU from vm.conf with -S, QMP sls-restore, cont. Refuses while a QEMU of VM runs.",
-	 {{"--epoch", "N", "epoch to restore (default: newest that verifies)"},
+	 "start QEMU from vm.conf with -S, QMP sls-restore, cont. Refuses while a QEMU of VM runs.\n"
+	 "Lazy by default: the guest runs at once, each RAM page is read from the store (and its crc\n"
+	 "checked) when first touched; a corrupt page stops QEMU with an error naming epoch and page.\n"
+	 "A clone without an epoch of its own restores the epoch it was cloned from.",
+	 {{"--epoch", "N", "epoch to restore (default: newest restorable)"},
+	  {"--eager", nullptr, "verify every page and load all RAM before the guest runs"},
+	  {"--working-set", "FILE", "load these pages in the background (slsctl working-set)"},
+	  {"--stopped", nullptr, "leave the restored guest stopped (QMP cont runs it)"},
 	  {"--detach", nullptr, "run in the background, console to <run-dir>/VM.console"},
 	  {"--console", "FILE", "write the serial console to FILE"}},
 	 cmd_restore},
+	{"clone", "VM@N [--count K] [--prefix NAME] [--working-set FILE]",
+	 "Start K VMs NAME-1..NAME-K from epoch N of VM, lazily, all mapping one RAM image: pages\n"
+	 "they have not written are shared on the host. Each gets its own store (its epochs go there,\n"
+	 "never into VM's), a new device generation, and pins VM@N until it has an epoch of its own.",
+	 {{"--count", "K", "number of clones (default 1)"},
+	  {"--prefix", "NAME", "clone names NAME-1..NAME-K (default VM-clone)"},
+	  {"--working-set", "FILE", "load these pages in the background in every clone"}},
+	 cmd_clone},
+	{"working-set", "VM FILE",
+	 "Write the pages VM's lazy restore loaded so far, in the order they were touched, to FILE\n"
+	 "(for restore/clone --working-set).",
+	 {},
+	 cmd_working_set},
 	{"ls", "VM [--json]",
 	 "List the VM's epochs: kind (full/delta/base), parent, restorable (and why not), status, pages,\n"
 	 "bytes, capture time. A delta is restorable only if its whole chain down to a full/base is.",

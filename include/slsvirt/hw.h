@@ -51,9 +51,20 @@
 #define SLSVIRT_REG_FAILED_EPOCH	0x28	/* RO 64: newest epoch that failed */
 #define SLSVIRT_REG_CURRENT_EPOCH	0x30	/* RO 64: epoch the next capture gets */
 #define SLSVIRT_REG_BAD_ACCESSES	0x38	/* RO 32: count of rejected accesses */
+#define SLSVIRT_REG_GENERATION		0x40	/* RO 64: instance generation, below */
+
+/*
+ * SLSVIRT_REG_GENERATION changes whenever this VM becomes a new instance of
+ * saved state: it is restored from an epoch, or started as a clone of one.
+ * Several clones of one epoch run the same memory image, so software that
+ * keeps random state or unique IDs must regenerate them when it changes
+ * (the device raises SLSVIRT_VEC_EPOCH when it does, with the guest
+ * running). The value is opaque: compare it, do not order it.
+ */
 
 /* SLSVIRT_REG_FEATURES bits */
 #define SLSVIRT_F_PERSIST		(1u << 0)
+#define SLSVIRT_F_GENERATION		(1u << 1)	/* SLSVIRT_REG_GENERATION */
 
 /* SLSVIRT_REG_STATUS bits */
 #define SLSVIRT_STATUS_CHECKPOINTING	(1u << 0)	/* a host store is attached */
@@ -68,7 +79,7 @@
 #define SLSVIRT_ST_NOT_CHECKPOINTING	2	/* no store attached: persist impossible */
 
 /* MSI-X vectors */
-#define SLSVIRT_VEC_EPOCH		0	/* durable or failed epoch changed */
+#define SLSVIRT_VEC_EPOCH		0	/* durable/failed epoch or generation changed */
 #define SLSVIRT_MSIX_VECTORS		1
 
 #endif /* SLSVIRT_HW_H */

@@ -23,6 +23,11 @@
  *   engine  <-  EPOCH_ACK (after data and commit record are durable)
  *   restore: engine RESTORE -> hostd fills the staging memfd with the
  *           epoch's RAM image, engine <- RESTORE_ACK (+ device state).
+ *   lazy restore (SLS_RESTORE_F_LAZY): hostd writes a page map (struct
+ *           sls_lazy_map, below) at staging offset 0 instead of the image
+ *           and passes the epoch's chain segment files with RESTORE_ACK
+ *           (SCM_RIGHTS, read-only); the engine reads and checks each page
+ *           itself when the guest first touches it.
  * At most one EPOCH is outstanding per connection (the staging area holds
  * one capture); the engine coalesces requests that arrive meanwhile.
  *
@@ -116,13 +121,50 @@ struct sls_msg_epoch_ack {
 	char message[SLS_MSG_TEXT_LEN];
 } __attribute__((packed));
 
+#define SLS_RESTORE_F_LAZY	(1ull << 0)	/* page map + segment fds, no image */
+#define SLS_RESTORE_F_SOURCE	(1ull << 1)	/* read source_vm's store (a clone) */
+#define SLS_RESTORE_F_ALL	(SLS_RESTORE_F_LAZY | SLS_RESTORE_F_SOURCE)
+
+/* RESTORE: 16 bytes (flags 0 only) or sizeof(struct sls_msg_restore). */
 struct sls_msg_restore {
 	uint64_t epoch;		/* 0 = newest epoch that verifies */
-	uint64_t flags;		/* must be 0 */
+	uint64_t flags;		/* SLS_RESTORE_F_*; others must be 0 */
+	char source_vm[SLS_NAME_LEN];	/* F_SOURCE: the store to read; else all 0 */
 } __attribute__((packed));
+#define SLS_MSG_RESTORE_V1_LEN	16
+
+/*
+ * Lazy restore page map, written by hostd at staging offset 0: the header,
+ * nr_files uint64_t (the epoch of each segment file, in fd order), then
+ * nr_pages entries sorted by staging_page, each page at most once. A
+ * staging page without an entry is zero in the epoch. Every entry is the
+ * newest copy of its page in the epoch's chain; file indexes the fds that
+ * came with RESTORE_ACK (in order). entries_crc = crc32c of everything
+ * after the header, header_crc = crc32c of the header's bytes before it.
+ */
+#define SLS_LAZY_MAP_MAGIC	0x4c534c53u	/* "SLSL" */
+#define SLS_LAZY_MAX_FILES	250		/* fds in one SCM_RIGHTS message */
+
+struct sls_lazy_map {
+	uint32_t magic;		/* SLS_LAZY_MAP_MAGIC */
+	uint32_t nr_files;	/* fds passed, 1..SLS_LAZY_MAX_FILES */
+	uint64_t epoch;		/* the epoch mapped */
+	uint64_t nr_pages;	/* entries after this header */
+	uint32_t entries_crc;
+	uint32_t header_crc;
+} __attribute__((packed));	/* 32 bytes */
+
+struct sls_lazy_page {
+	uint64_t staging_page;	/* staging offset / SLS_PAGE_SIZE (HELLO layout) */
+	uint64_t file_offset;	/* of the page's 4096 bytes in files[file] */
+	uint32_t page_crc;	/* crc32c of those bytes */
+	uint16_t file;		/* < nr_files */
+	uint16_t reserved;	/* 0 */
+} __attribute__((packed));	/* 24 bytes */
 
 /* RESTORE_ACK: fixed part, then devstate_len bytes of device state. On
- * success the staging memfd holds the epoch's RAM in the HELLO layout. */
+ * success the staging memfd holds the epoch's RAM in the HELLO layout, or
+ * (lazy) the page map, and the chain's segment fds come with the message. */
 struct sls_msg_restore_ack {
 	uint64_t epoch;		/* epoch restored */
 	int32_t status;		/* 0, or -errno */

@@ -14,8 +14,10 @@
 #include <map>
 #include <memory>
 
+#include "slsvirt/branch.hpp"
 #include "slsvirt/crc32c.hpp"
 #include "slsvirt/fd.hpp"
+#include "slsvirt/open_segments.hpp"
 #include "slsvirt/store.hpp"
 #include "slsvirt/store_format.hpp"
 #include "slsvirt/uring.hpp"
@@ -1472,4 +1474,168 @@ TEST_F(SpareTest, RetirementCutBeforeItsRenameLeavesNoTornEpoch)
 	EXPECT_EQ(store->spare_files().size(), 1u);
 	EXPECT_FALSE(fs::exists(store->segment_path(2)));
 	EXPECT_TRUE(fs::exists(store->segment_path(4)));	// torn: left for inspection
+}
+
+// ---- lazy restore maps, held segment files, branches and pins ----
+
+namespace {
+
+// Materialises a lazy map the way QEMU's fault thread reads it: every page
+// from its file at its offset, checked against its crc; absent pages zero.
+Memory materialise(const LazyMap &m, uint64_t ram_pages)
+{
+	Memory out(ram_pages, 5);
+	std::fill(out.ram.begin(), out.ram.end(), 0);
+	std::fill(out.bios.begin(), out.bios.end(), 0);
+	for (const auto &p : m.pages) {
+		auto &dst = p.block == 0 ? out.ram : out.bios;
+		EXPECT_EQ(pread(m.files[p.file].get(), &dst[p.offset], kPage, static_cast<off_t>(p.file_offset)),
+			  static_cast<ssize_t>(kPage));
+		EXPECT_EQ(crc32c(&dst[p.offset], kPage), p.crc) << "block " << p.block << " offset " << p.offset;
+	}
+	return out;
+}
+
+const std::vector<RamBlockDesc> kLayout = {{"pc.ram", 400 * kPage}, {"pc.bios", 16 * kPage}};
+const std::vector<RamBlockDesc> kLayout200 = {{"pc.ram", 200 * kPage}, {"pc.bios", 16 * kPage}};
+
+} // namespace
+
+TEST_F(ChainTest, LazyMapOfAnyEpochGivesItsBytesFromTheNewestCopies)
+{
+	Guest g(400);
+	full(g, 1);
+	for (uint64_t e = 2; e <= 9; e++)
+		delta(g, e, e - 1, e * 13, 40);	// every 5th dirtied page becomes zero
+	for (uint64_t e : {1, 4, 9}) {
+		auto m = store->map_epoch(e, kLayout, 0);
+		ASSERT_TRUE(m.ok()) << m.message();
+		EXPECT_EQ(m->info.epoch, e);
+		EXPECT_EQ(m->files.size(), e);	// chain 1..e
+		EXPECT_EQ(m->devstate, dev);
+		Memory out = materialise(*m, 400);
+		EXPECT_TRUE(out.ram == g.want[e].first) << "epoch " << e;
+		EXPECT_TRUE(out.bios == g.want[e].second) << "epoch " << e;
+		for (size_t i = 1; i < m->pages.size(); i++)	// sorted, each page once
+			EXPECT_TRUE(m->pages[i - 1].block < m->pages[i].block ||
+				    (m->pages[i - 1].block == m->pages[i].block &&
+				     m->pages[i - 1].offset < m->pages[i].offset));
+	}
+	auto newest = store->map_epoch(0, kLayout, 0);
+	ASSERT_TRUE(newest.ok());
+	EXPECT_EQ(newest->info.epoch, 9u);
+	// Wrong layout, unknown epoch.
+	EXPECT_EQ(store->map_epoch(9, std::vector<RamBlockDesc>{{"pc.ram", 400 * kPage}}, 0).code(), -EINVAL);
+	EXPECT_EQ(store->map_epoch(77, kLayout, 0).code(), -ENOENT);
+}
+
+TEST_F(ChainTest, LazyMapDoesNotReadPagesSoACorruptPageIsCaughtByItsReader)
+{
+	Guest g(200);
+	full(g, 1);
+	delta(g, 2, 1, 3, 30);
+	auto m = store->map_epoch(2, kLayout200, 0);
+	ASSERT_TRUE(m.ok()) << m.message();
+	ASSERT_FALSE(m->pages.empty());
+	// Flip a byte of one page of segment 2 on disk: the map is unchanged
+	// (structure only), the page's crc no longer matches.
+	const LazyPage *victim = nullptr;
+	for (const auto &p : m->pages)
+		if (p.file == 1)
+			victim = &p;
+	ASSERT_NE(victim, nullptr);
+	auto bytes = test::read_file(store->segment_path(2));
+	bytes[victim->file_offset + 100] ^= 0xff;
+	UniqueFd fd(open(store->segment_path(2).c_str(), O_WRONLY));
+	ASSERT_EQ(pwrite(fd.get(), &bytes[victim->file_offset], kPage, static_cast<off_t>(victim->file_offset)),
+		  static_cast<ssize_t>(kPage));
+	std::vector<unsigned char> page(kPage);
+	ASSERT_EQ(pread(m->files[victim->file].get(), page.data(), kPage, static_cast<off_t>(victim->file_offset)),
+		  static_cast<ssize_t>(kPage));
+	EXPECT_NE(crc32c(page.data(), kPage), victim->crc);
+	// The eager path refuses the epoch; epoch 1 still restores.
+	Memory out(200, 9);
+	EXPECT_EQ(load(2, out).code(), -EBADMSG);
+	expect_restores(g, 1);
+}
+
+TEST_F(SpareTest, SegmentsALazyRestoreReadsAreDeletedNotRecycled)
+{
+	Guest g(400);
+	full(g, 1);
+	for (uint64_t e = 2; e <= 12; e++)
+		delta(g, e, e - 1, e * 17, 40);
+	auto m = store->map_epoch(6, kLayout, /*holder=*/4242);
+	ASSERT_TRUE(m.ok()) << m.message();
+	EXPECT_EQ(open_segments::count(), 6u);
+	const Memory before = materialise(*m, 400);
+	EXPECT_TRUE(before.ram == g.want[6].first);
+	// Retention retires 1..9 (base at 10); 1..6 are held: deleted, not spares.
+	auto cs = store->apply_retention(RetentionPolicy{3, 1, 0});
+	ASSERT_TRUE(cs.ok()) << cs.message();
+	EXPECT_EQ(store->spare_files().size(), 3u);	// 7, 8, 9 only
+	for (uint64_t e = 13; e <= 20; e++)
+		delta(g, e, e - 1, e * 5, 40);	// new epochs go over the spares
+	// The held files still read as epoch 6's pages, crc for crc.
+	const Memory after = materialise(*m, 400);
+	EXPECT_TRUE(after.ram == g.want[6].first);
+	EXPECT_TRUE(after.bios == g.want[6].second);
+	open_segments::release(4242);
+	EXPECT_EQ(open_segments::count(), 0u);
+}
+
+TEST_F(ChainTest, PinnedEpochKeepsItsChainThroughRetentionAndCompaction)
+{
+	Guest g(300);
+	full(g, 1);
+	for (uint64_t e = 2; e <= 20; e++)
+		delta(g, e, e - 1, e * 17, 25);
+	ASSERT_TRUE(add_pin(store->vm_dir(), "child-1", 5).ok());
+	EXPECT_EQ(pinned_epochs(store->vm_dir()), (std::set<uint64_t>{5}));
+	auto cs = store->apply_retention(RetentionPolicy{5, 1, 0});
+	ASSERT_TRUE(cs.ok()) << cs.message();
+	auto v = views();
+	for (uint64_t e = 1; e <= 5; e++)
+		EXPECT_TRUE(v.count(e)) << "epoch " << e << " of the pinned chain was deleted";
+	EXPECT_TRUE(v[5].restorable);
+	expect_restores(g, 5);
+	for (uint64_t e = 16; e <= 20; e++)
+		expect_restores(g, e);
+	EXPECT_FALSE(v.count(10));	// unpinned, unretained: gone
+	// Unpinned, the old chain goes.
+	ASSERT_TRUE(remove_pin(store->vm_dir(), "child-1").ok());
+	ASSERT_TRUE(store->apply_retention(RetentionPolicy{5, 1, 0}).ok());
+	EXPECT_FALSE(views().count(5));
+	// A pin file that does not verify keeps everything.
+	ASSERT_TRUE(add_pin(store->vm_dir(), "child-2", 17).ok());
+	auto pin = store->vm_dir() + "/pins/child-2";
+	auto b = test::read_file(pin);
+	b.back() ^= 1;
+	test::write_file(pin, b);
+	EXPECT_EQ(pinned_epochs(store->vm_dir()).count(UINT64_MAX), 1u);
+	for (uint64_t e = 21; e <= 30; e++)
+		delta(g, e, e - 1, e * 3, 10);
+	auto keep = store->apply_retention(RetentionPolicy{2, 1, 0});
+	ASSERT_TRUE(keep.ok());
+	EXPECT_EQ(keep->removed, 0u);
+}
+
+TEST(Branch, RecordRoundTripAndRejectsDamage)
+{
+	test::TempDir d;
+	auto none = load_branch(d.path());
+	ASSERT_TRUE(none.ok());
+	EXPECT_FALSE(none->has_value());
+	ASSERT_TRUE(save_branch(d.path(), {"parent-vm", 42}).ok());
+	auto b = load_branch(d.path());
+	ASSERT_TRUE(b.ok()) << b.message();
+	ASSERT_TRUE(b->has_value());
+	EXPECT_EQ((*b)->parent_vm, "parent-vm");
+	EXPECT_EQ((*b)->parent_epoch, 42u);
+	auto bytes = test::read_file(d.path() + "/branch");
+	bytes[bytes.size() - 2] ^= 1;	// a digit of the epoch
+	test::write_file(d.path() + "/branch", bytes);
+	EXPECT_EQ(load_branch(d.path()).code(), -EBADMSG);
+	EXPECT_FALSE(save_branch(d.path(), {"../x", 1}).ok());
+	EXPECT_FALSE(add_pin(d.path(), "bad/name", 1).ok());
 }

@@ -79,6 +79,8 @@ struct EpochAck {
 
 struct Restore {
 	uint64_t epoch;
+	uint64_t flags = 0;		// SLS_RESTORE_F_*
+	std::string source_vm;		// F_SOURCE: the store to read
 };
 
 struct RestoreAck {

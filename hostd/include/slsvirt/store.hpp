@@ -7,12 +7,14 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "slsvirt/fault.hpp"
+#include "slsvirt/fd.hpp"
 #include "slsvirt/result.hpp"
 
 struct stat;
@@ -160,7 +162,10 @@ struct RetentionPolicy {
 	unsigned compact_min = kDefaultCompactMin;	// compact once >= this many segments would go ...
 	unsigned compact_bytes_pct = 100;	// ... and they hold >= this % of the chain root's bytes
 };
-RetentionPlan plan_retention(const std::vector<EpochView> &views, const RetentionPolicy &policy);
+// pinned: epochs clones were started from (branch.hpp): each is kept with
+// its chain as it is (no base replaces it); UINT64_MAX keeps everything.
+RetentionPlan plan_retention(const std::vector<EpochView> &views, const RetentionPolicy &policy,
+			     const std::set<uint64_t> &pinned = {});
 
 struct LoadResult {
 	SegmentInfo info;		// of the epoch loaded (the chain's last segment)
@@ -168,6 +173,24 @@ struct LoadResult {
 	uint64_t pages_loaded = 0;	// data pages read (all chain segments)
 	uint64_t zero_pages = 0;	// ZERO entries applied
 	std::vector<uint64_t> chain;	// segments applied, oldest first
+};
+
+// Lazy restore: where the newest copy of every page of an epoch lies in
+// its chain's segment files, found without reading page data (each page is
+// crc-checked by whoever reads it later). Pages absent are zero.
+struct LazyPage {
+	uint32_t block = 0;		// index into the caller's layout
+	uint32_t file = 0;		// index into files
+	uint64_t offset = 0;		// in the block
+	uint64_t file_offset = 0;	// of the 4096 data bytes
+	uint32_t crc = 0;
+};
+struct LazyMap {
+	SegmentInfo info;		// of the epoch (the chain's last segment)
+	std::vector<unsigned char> devstate;
+	std::vector<uint64_t> chain;	// segment epochs, oldest first: the files' order
+	std::vector<UniqueFd> files;	// read-only
+	std::vector<LazyPage> pages;	// data pages, sorted by (block, offset)
 };
 
 struct CompactStats {
@@ -267,6 +290,13 @@ public:
 	// checked against its crc as it is read. `lock`: see compact().
 	[[nodiscard]] Result<LoadResult> load(uint64_t epoch, std::span<const RamBlockMem> dest,
 					      bool zero_dest = true, std::mutex *lock = nullptr) const;
+
+	// Lazy restore of epoch (0 = newest restorable at structure depth) into
+	// a VM with RAM blocks `dest` (same set of idstr + length). holder != 0:
+	// the files are held for that owner (open_segments.hpp) before their
+	// headers are checked, so retention deletes instead of recycling them.
+	[[nodiscard]] Result<LazyMap> map_epoch(uint64_t epoch, std::span<const RamBlockDesc> dest, uint64_t holder,
+						std::mutex *lock = nullptr) const;
 
 	// Retention with chains, synchronously: plan, compact if the plan says
 	// so, delete. compact_min: see kDefaultCompactMin.

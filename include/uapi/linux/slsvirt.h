@@ -138,8 +138,31 @@ struct slsvirt_epoch_info {
 	__u64 reserved[4];	/* in: must be 0 */
 };
 
+/*
+ * SLSVIRT_IOC_GET_GENERATION: the VM's instance generation. It changes
+ * whenever the VM becomes a new instance of saved state: restored from an
+ * epoch, or started as one of several clones of one epoch (which then run
+ * the same memory image). Software that keeps random state or unique IDs
+ * must regenerate them when it changes. The value is opaque: compare it,
+ * do not order it.
+ * in:  flags: 0 = return at once; SLSVIRT_GEN_WAIT = block (interruptibly)
+ *      until the generation differs from @generation. reserved must be 0.
+ * out: generation.
+ * Errors: -EINVAL (flags/reserved), -ERESTARTSYS, -ENODEV, -EFAULT,
+ *         -EOPNOTSUPP when the device has no generation register.
+ */
+struct slsvirt_generation {
+	__u32 flags;		/* in: 0 or SLSVIRT_GEN_WAIT */
+	__u32 reserved0;	/* in: must be 0 */
+	__u64 generation;	/* in (WAIT): the value seen; out: the current one */
+	__u64 reserved[2];	/* in: must be 0 */
+};
+
+#define SLSVIRT_GEN_WAIT	(1u << 0)
+
 #define SLSVIRT_IOC_GET_INFO	_IOWR(SLSVIRT_IOC_MAGIC, 0x00, struct slsvirt_info)
 #define SLSVIRT_IOC_PERSIST	_IOWR(SLSVIRT_IOC_MAGIC, 0x01, struct slsvirt_persist)
 #define SLSVIRT_IOC_GET_EPOCH	_IOWR(SLSVIRT_IOC_MAGIC, 0x02, struct slsvirt_epoch_info)
+#define SLSVIRT_IOC_GET_GENERATION _IOWR(SLSVIRT_IOC_MAGIC, 0x03, struct slsvirt_generation)
 
 #endif /* _UAPI_LINUX_SLSVIRT_H */

@@ -155,12 +155,50 @@ static bool slsvirt_send(SlsvirtState *s, uint16_t type, const void *payload,
     return true;
 }
 
-static bool slsvirt_recv_all(int sock, void *buf, size_t len, Error **errp)
+/*
+ * Receive exactly @len bytes. @fds (optional, room for SLS_LAZY_MAX_FILES)
+ * collects descriptors passed with them (SCM_RIGHTS); *@nr_fds counts them.
+ */
+static bool slsvirt_recv_all(int sock, void *buf, size_t len, int *fds,
+                             int *nr_fds, Error **errp)
 {
     size_t done = 0;
 
     while (done < len) {
-        ssize_t n = recv(sock, (char *)buf + done, len - done, 0);
+        union {
+            char buf[CMSG_SPACE(SLS_LAZY_MAX_FILES * sizeof(int))];
+            struct cmsghdr align;
+        } control;
+        struct iovec iov = {
+            .iov_base = (char *)buf + done, .iov_len = len - done,
+        };
+        struct msghdr msg = {
+            .msg_iov = &iov, .msg_iovlen = 1,
+            .msg_control = fds ? control.buf : NULL,
+            .msg_controllen = fds ? sizeof(control.buf) : 0,
+        };
+        ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        struct cmsghdr *cmsg;
+
+        for (cmsg = fds && n > 0 ? CMSG_FIRSTHDR(&msg) : NULL; cmsg;
+             cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+            int k, nfd = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+            if (cmsg->cmsg_level != SOL_SOCKET ||
+                cmsg->cmsg_type != SCM_RIGHTS) {
+                continue;
+            }
+            for (k = 0; k < nfd; k++) {
+                int fd;
+
+                memcpy(&fd, CMSG_DATA(cmsg) + k * sizeof(int), sizeof(int));
+                if (*nr_fds < SLS_LAZY_MAX_FILES) {
+                    fds[(*nr_fds)++] = fd;
+                } else {
+                    close(fd);
+                }
+            }
+        }
 
         if (n < 0 && errno == EINTR) {
             continue;
@@ -183,15 +221,16 @@ static bool slsvirt_recv_all(int sock, void *buf, size_t len, Error **errp)
  * peer must still not make us read past a buffer: every length is checked
  * against what the type allows before the payload is read.
  */
-static uint8_t *slsvirt_recv(SlsvirtState *s, uint16_t want_type,
-                             size_t fixed_len, uint32_t *out_len,
-                             Error **errp)
+static uint8_t *slsvirt_recv_fds(SlsvirtState *s, uint16_t want_type,
+                                 size_t fixed_len, uint32_t *out_len,
+                                 int *fds, int *nr_fds, Error **errp)
 {
     struct sls_msg_hdr hdr;
     uint32_t len;
     g_autofree uint8_t *payload = NULL;
 
-    if (!slsvirt_recv_all(s->engine.sock, &hdr, sizeof(hdr), errp)) {
+    if (!slsvirt_recv_all(s->engine.sock, &hdr, sizeof(hdr), fds, nr_fds,
+                          errp)) {
         return NULL;
     }
     len = le32_to_cpu(hdr.length);
@@ -205,7 +244,7 @@ static uint8_t *slsvirt_recv(SlsvirtState *s, uint16_t want_type,
         return NULL;
     }
     payload = g_malloc(len ? len : 1);
-    if (!slsvirt_recv_all(s->engine.sock, payload, len, errp)) {
+    if (!slsvirt_recv_all(s->engine.sock, payload, len, fds, nr_fds, errp)) {
         return NULL;
     }
     if (slsvirt_crc(payload, len) != le32_to_cpu(hdr.payload_crc)) {
@@ -214,6 +253,14 @@ static uint8_t *slsvirt_recv(SlsvirtState *s, uint16_t want_type,
     }
     *out_len = len;
     return g_steal_pointer(&payload);
+}
+
+static uint8_t *slsvirt_recv(SlsvirtState *s, uint16_t want_type,
+                             size_t fixed_len, uint32_t *out_len,
+                             Error **errp)
+{
+    return slsvirt_recv_fds(s, want_type, fixed_len, out_len, NULL, NULL,
+                            errp);
 }
 
 /* ---- connection ------------------------------------------------------ */
@@ -667,7 +714,9 @@ static bool slsvirt_copy_if_changed(SlsvirtEngine *e, SlsvirtRamBlock *b,
 {
     uint8_t *dst = e->staging + b->staging_offset + off;
 
-    if (!memcmp(dst, b->host + off, SLS_PAGE_SIZE)) {
+    /* A lazily restored VM gives staging back after every epoch (it would
+     * otherwise hold a copy of RAM per clone): no mirror to compare with. */
+    if (!e->lazy && !memcmp(dst, b->host + off, SLS_PAGE_SIZE)) {
         return true;
     }
     memcpy(dst, b->host + off, SLS_PAGE_SIZE);
@@ -698,9 +747,12 @@ static void slsvirt_cow_copy_page(SlsvirtEngine *e, SlsvirtRamBlock *b,
         return;
     }
     if (!(qatomic_fetch_or(&b->cow_claim[BIT_WORD(page)], mask) & mask)) {
-        if (e->cow_full) {
-            memcpy(e->staging + b->staging_offset + off, b->host + off,
-                   SLS_PAGE_SIZE);
+        uint8_t *dst = e->staging + b->staging_offset + off;
+
+        if (slsvirt_lazy_copy_page(e, b, page, dst)) {
+            /* not loaded since a lazy restore: taken from the store */
+        } else if (e->cow_full) {
+            memcpy(dst, b->host + off, SLS_PAGE_SIZE);
         } else if (slsvirt_copy_if_changed(e, b, off)) {
             qatomic_fetch_or(&b->cow_same[BIT_WORD(page)], mask);
         }
@@ -980,6 +1032,9 @@ static void slsvirt_capture_bh(void *opaque)
     if (!slsvirt_tracking_start(s, &err)) {
         goto resume;
     }
+    if (full) {
+        slsvirt_lazy_before_full(e);
+    }
     memory_global_dirty_log_sync(false);
     WITH_RCU_READ_LOCK_GUARD() {
         for (i = 0; i < e->nr_blocks; i++) {
@@ -987,6 +1042,7 @@ static void slsvirt_capture_bh(void *opaque)
         }
     }
     memory_global_after_dirty_log_sync();
+    slsvirt_lazy_note_dirty(e);
     t_harvested = get_clock();
 
     /*
@@ -1002,9 +1058,18 @@ static void slsvirt_capture_bh(void *opaque)
     } else if (full) {
         for (i = 0; i < e->nr_blocks; i++) {
             SlsvirtRamBlock *b = &e->blocks[i];
+            uint8_t *dst = e->staging + b->staging_offset;
+            unsigned long p;
 
-            memcpy(e->staging + b->staging_offset, b->host,
-                   qemu_ram_get_max_length(b->rb));
+            if (!e->lazy) {
+                memcpy(dst, b->host, qemu_ram_get_max_length(b->rb));
+            }
+            for (p = 0; e->lazy && p < b->length / SLS_PAGE_SIZE; p++) {
+                if (!slsvirt_lazy_copy_page(e, b, p, dst + p * SLS_PAGE_SIZE)) {
+                    memcpy(dst + p * SLS_PAGE_SIZE,
+                           b->host + p * SLS_PAGE_SIZE, SLS_PAGE_SIZE);
+                }
+            }
             bitmap_zero(b->dirty, b->length / SLS_PAGE_SIZE);
         }
     } else {
@@ -1174,6 +1239,16 @@ static void slsvirt_readable(void *opaque)
     }
 
     e->inflight_epoch = 0;
+    /*
+     * hostd is done with staging (it writes straight from it): give its
+     * pages back, or a full capture leaves a copy of all of RAM there for
+     * the life of the VM -- what each clone of an epoch would pay.
+     */
+    if (e->lazy && fallocate(e->staging_fd, FALLOC_FL_PUNCH_HOLE |
+                             FALLOC_FL_KEEP_SIZE, 0, e->staging_size)) {
+        warn_report_once("slsvirt: cannot release staging memory: %s",
+                         strerror(errno));
+    }
     if (status == 0) {
         s->durable_epoch = epoch;
         e->parent_epoch = epoch;
@@ -1226,21 +1301,57 @@ out:
     return ret == 0;
 }
 
+/*
+ * A new instance of saved state: software in the guest that keeps random
+ * state or unique IDs must see that it is not the original (clones of one
+ * epoch run the same memory). Any value but the saved one will do; a
+ * random one keeps clones apart.
+ */
+static void slsvirt_new_generation(SlsvirtState *s)
+{
+    uint64_t old = s->generation, gen;
+
+    do {
+        gen = ((uint64_t)g_random_int() << 32) | g_random_int();
+    } while (gen == old || !gen);
+    s->generation = gen;
+}
+
 static uint64_t slsvirt_engine_restore(SlsvirtState *s, uint64_t epoch,
-                                       Error **errp)
+                                       bool lazy, const char *source,
+                                       const char *working_set, Error **errp)
 {
     SlsvirtEngine *e = &s->engine;
-    struct sls_msg_restore req = { .epoch = cpu_to_le64(epoch) };
+    struct sls_msg_restore req = {
+        .epoch = cpu_to_le64(epoch),
+        .flags = cpu_to_le64((lazy ? SLS_RESTORE_F_LAZY : 0) |
+                             (source ? SLS_RESTORE_F_SOURCE : 0)),
+    };
     struct sls_msg_restore_ack ack;
     g_autofree uint8_t *reply = NULL;
     uint32_t len, devstate_len;
     uint64_t restored;
     Error *err = NULL;
+    int fds[SLS_LAZY_MAX_FILES];
+    int nr_fds = 0, k;
     unsigned i;
 
     if (runstate_is_running()) {
         error_setg(errp, "sls-restore needs a VM that has not run: start "
                    "QEMU with -S");
+        return 0;
+    }
+    if (source && (!*source || strlen(source) >= SLS_NAME_LEN)) {
+        error_setg(errp, "sls-restore: 'source' must be a VM name shorter "
+                   "than %d bytes", SLS_NAME_LEN);
+        return 0;
+    }
+    if (working_set && !lazy) {
+        error_setg(errp, "sls-restore: 'working-set' needs 'lazy'");
+        return 0;
+    }
+    if (e->lazy) {
+        error_setg(errp, "sls-restore: this VM was restored already");
         return 0;
     }
     if (!slsvirt_connect_wait(s, errp)) {
@@ -1250,13 +1361,17 @@ static uint64_t slsvirt_engine_restore(SlsvirtState *s, uint64_t epoch,
         error_setg(errp, "sls-restore: a checkpoint is in progress");
         return 0;
     }
+    if (source) {
+        pstrcpy(req.source_vm, sizeof(req.source_vm), source);
+    }
 
     /* Synchronous exchange: the VM is not running. */
     qemu_set_fd_handler(e->sock, NULL, NULL, NULL);
     if (!slsvirt_send(s, SLS_MSG_RESTORE, &req, sizeof(req), -1, &err)) {
         goto detach;
     }
-    reply = slsvirt_recv(s, SLS_MSG_RESTORE_ACK, sizeof(ack), &len, &err);
+    reply = slsvirt_recv_fds(s, SLS_MSG_RESTORE_ACK, sizeof(ack), &len, fds,
+                             &nr_fds, &err);
     if (!reply) {
         goto detach;
     }
@@ -1268,38 +1383,77 @@ static uint64_t slsvirt_engine_restore(SlsvirtState *s, uint64_t epoch,
     if (ack.status) {
         error_setg(errp, "sls-restore: hostd: %s (%d)", ack.message,
                    (int32_t)le32_to_cpu(ack.status));
-        return 0;
+        goto close_fds;
     }
-    if (devstate_len != len - sizeof(ack) || !restored) {
+    if (devstate_len != len - sizeof(ack) || !restored ||
+        (lazy ? !nr_fds : nr_fds)) {
         error_setg(&err, "sls-restore: malformed reply from hostd");
         goto detach;
     }
 
-    for (i = 0; i < e->nr_blocks; i++) {
-        SlsvirtRamBlock *b = &e->blocks[i];
+    if (lazy) {
+        /* Takes the fds over, closes them on failure too. */
+        if (!slsvirt_lazy_start(s, restored, fds, nr_fds, working_set,
+                                errp)) {
+            return 0;
+        }
+        /*
+         * Track writes from the first instruction on: a page the guest has
+         * not written since is the epoch's, and a capture takes it from the
+         * store rather than pulling it in (slsvirt_lazy_copy_page). Every
+         * page starts dirty (RAM allocation): forget that.
+         */
+        if (!slsvirt_tracking_start(s, errp)) {
+            return 0;
+        }
+        memory_global_dirty_log_sync(false);
+        WITH_RCU_READ_LOCK_GUARD() {
+            for (i = 0; i < e->nr_blocks; i++) {
+                slsvirt_harvest_block(&e->blocks[i]);
+            }
+        }
+        memory_global_after_dirty_log_sync();
+        slsvirt_clear_dirty(e);
+    } else {
+        for (i = 0; i < e->nr_blocks; i++) {
+            SlsvirtRamBlock *b = &e->blocks[i];
 
-        memcpy(qemu_ram_get_host_addr(b->rb),
-               e->staging + b->staging_offset,
-               qemu_ram_get_max_length(b->rb));
+            memcpy(qemu_ram_get_host_addr(b->rb),
+                   e->staging + b->staging_offset,
+                   qemu_ram_get_max_length(b->rb));
+        }
+    }
+    /* Staging held the image or the page map: give the memory back (the
+     * map was all hostd wrote for a lazy restore). */
+    if (fallocate(e->staging_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  0, lazy ? slsvirt_lazy_map_bytes(e) : e->staging_size)) {
+        warn_report("slsvirt: could not release the staging area: %s",
+                    strerror(errno));
     }
     if (!slsvirt_load_devices(reply + sizeof(ack), devstate_len, errp)) {
         return 0;
     }
 
-    /* The restored state is epoch @restored itself: it is durable. Guest
-     * waiters that were blocked in PERSIST when it was captured wake once
-     * the VM runs. */
+    /* The restored state is epoch @restored itself: it is durable (in the
+     * source's store, for a clone). Guest waiters that were blocked in
+     * PERSIST when it was captured wake once the VM runs. */
     s->durable_epoch = restored;
     e->parent_epoch = restored;
+    e->restored_epoch = restored;
     e->need_full = true;
     e->next_epoch = MAX(e->next_epoch, restored + 1);
     e->notify_on_run = true;
+    slsvirt_new_generation(s);
     trace_slsvirt_restored(restored, devstate_len);
     return restored;
 
 detach:
     error_propagate(errp, error_copy(err));
     slsvirt_detach(s, err);
+close_fds:
+    for (k = 0; k < nr_fds; k++) {
+        close(fds[k]);
+    }
     return 0;
 }
 
@@ -1382,6 +1536,7 @@ void slsvirt_engine_cleanup(SlsvirtState *s)
         e->sock = -1;
     }
     slsvirt_cow_abort(e);
+    slsvirt_lazy_free(e);
     slsvirt_tracking_stop(s);
     timer_free(e->reconnect_timer);
     timer_free(e->period_timer);
@@ -1401,7 +1556,7 @@ void slsvirt_engine_cleanup(SlsvirtState *s)
 
 /* ---- QMP ------------------------------------------------------------- */
 
-static SlsvirtState *slsvirt_find(Error **errp)
+SlsvirtState *slsvirt_find(Error **errp)
 {
     bool ambiguous = false;
     Object *obj = object_resolve_path_type("", TYPE_SLSVIRT_PCI, &ambiguous);
@@ -1432,7 +1587,9 @@ SlsCheckpoint *qmp_sls_checkpoint(Error **errp)
     return ret;
 }
 
-SlsCheckpoint *qmp_sls_restore(bool has_epoch, uint64_t epoch, Error **errp)
+SlsCheckpoint *qmp_sls_restore(bool has_epoch, uint64_t epoch,
+                               bool has_lazy, bool lazy, const char *source,
+                               const char *working_set, Error **errp)
 {
     SlsvirtState *s = slsvirt_find(errp);
     SlsCheckpoint *ret;
@@ -1441,7 +1598,9 @@ SlsCheckpoint *qmp_sls_restore(bool has_epoch, uint64_t epoch, Error **errp)
     if (!s) {
         return NULL;
     }
-    restored = slsvirt_engine_restore(s, has_epoch ? epoch : 0, errp);
+    restored = slsvirt_engine_restore(s, has_epoch ? epoch : 0,
+                                      has_lazy && lazy, source, working_set,
+                                      errp);
     if (!restored) {
         return NULL;
     }

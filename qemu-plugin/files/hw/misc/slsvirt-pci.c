@@ -63,7 +63,7 @@ static uint64_t slsvirt_mmio_read(void *opaque, hwaddr addr, unsigned size)
         case SLSVIRT_REG_VERSION:
             return SLSVIRT_HW_VERSION;
         case SLSVIRT_REG_FEATURES:
-            return SLSVIRT_F_PERSIST;
+            return SLSVIRT_F_PERSIST | SLSVIRT_F_GENERATION;
         case SLSVIRT_REG_STATUS:
             return slsvirt_engine_connected(s) ? SLSVIRT_STATUS_CHECKPOINTING
                                                : 0;
@@ -83,7 +83,9 @@ static uint64_t slsvirt_mmio_read(void *opaque, hwaddr addr, unsigned size)
         slsvirt_read64(addr, size, SLSVIRT_REG_FAILED_EPOCH,
                        s->failed_epoch, &val) ||
         slsvirt_read64(addr, size, SLSVIRT_REG_CURRENT_EPOCH,
-                       s->engine.next_epoch, &val)) {
+                       s->engine.next_epoch, &val) ||
+        slsvirt_read64(addr, size, SLSVIRT_REG_GENERATION,
+                       s->generation, &val)) {
         return val;
     }
     slsvirt_bad_access(s, "read of unknown register", addr, size, 0);
@@ -209,6 +211,25 @@ static void slsvirt_reset(DeviceState *dev)
     s->target_epoch = 0;
 }
 
+/* Saved so that a restore knows which generation it replaces. */
+static bool slsvirt_generation_needed(void *opaque)
+{
+    SlsvirtState *s = opaque;
+
+    return s->generation != 0;
+}
+
+static const VMStateDescription vmstate_slsvirt_generation = {
+    .name = "slsvirt-pci/generation",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .needed = slsvirt_generation_needed,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT64(generation, SlsvirtState),
+        VMSTATE_END_OF_LIST()
+    }
+};
+
 static const VMStateDescription vmstate_slsvirt = {
     .name = "slsvirt-pci",
     .version_id = 1,
@@ -222,6 +243,10 @@ static const VMStateDescription vmstate_slsvirt = {
         VMSTATE_UINT64(durable_epoch, SlsvirtState),
         VMSTATE_UINT64(failed_epoch, SlsvirtState),
         VMSTATE_END_OF_LIST()
+    },
+    .subsections = (const VMStateDescription * const []) {
+        &vmstate_slsvirt_generation,
+        NULL
     }
 };
 

@@ -76,8 +76,11 @@ static void test_identity(void)
                     SLSVIRT_PCI_DEVICE_ID);
     g_assert_cmphex(rd32(&f, SLSVIRT_REG_MAGIC), ==, SLSVIRT_HW_MAGIC);
     g_assert_cmpuint(rd32(&f, SLSVIRT_REG_VERSION), ==, SLSVIRT_HW_VERSION);
-    g_assert_cmphex(rd32(&f, SLSVIRT_REG_FEATURES), ==, SLSVIRT_F_PERSIST);
+    g_assert_cmphex(rd32(&f, SLSVIRT_REG_FEATURES), ==,
+                    SLSVIRT_F_PERSIST | SLSVIRT_F_GENERATION);
     g_assert_cmpuint(rd32(&f, SLSVIRT_REG_STATUS), ==, 0);
+    /* Generation 0 until the VM is restored or cloned. */
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_GENERATION), ==, 0);
     g_assert_cmpuint(rd64(&f, SLSVIRT_REG_DURABLE_EPOCH), ==, 0);
     g_assert_cmpuint(rd64(&f, SLSVIRT_REG_CURRENT_EPOCH), ==, 1);
     g_assert_cmpuint(rd32(&f, SLSVIRT_REG_BAD_ACCESSES), ==, 0);
@@ -103,7 +106,8 @@ static void test_hostile_accesses(void)
         SLSVIRT_REG_MAGIC, SLSVIRT_REG_VERSION, SLSVIRT_REG_STATUS,
         SLSVIRT_REG_CMD_STATUS, SLSVIRT_REG_TARGET_EPOCH,
         SLSVIRT_REG_DURABLE_EPOCH, SLSVIRT_REG_FAILED_EPOCH,
-        SLSVIRT_REG_CURRENT_EPOCH, 0x40, 0x800, SLSVIRT_REGS_SIZE - 4,
+        SLSVIRT_REG_CURRENT_EPOCH, SLSVIRT_REG_GENERATION, 0x800,
+        SLSVIRT_REGS_SIZE - 4,
     };
     static const uint32_t bad_cmds[] = { 0, 2, 0x80000000u, 0xffffffffu };
     uint32_t bad = 0;

@@ -42,6 +42,8 @@ typedef struct SlsvirtAck {
     uint64_t bytes;
 } SlsvirtAck;
 
+typedef struct SlsvirtLazy SlsvirtLazy;
+
 /* Engine state: host-side only, never migrated. Owned by the main loop (BQL). */
 typedef struct SlsvirtEngine {
     int sock;                   /* connection to hostd, -1 when detached */
@@ -115,6 +117,9 @@ typedef struct SlsvirtEngine {
     SlsvirtAck ack_ring[SLSVIRT_ACK_RING];
     uint64_t nr_acks;
     char *last_error;
+
+    uint64_t restored_epoch;    /* epoch this process was restored from */
+    SlsvirtLazy *lazy;          /* lazy restore serving faults, or NULL */
 } SlsvirtEngine;
 
 struct SlsvirtState {
@@ -134,6 +139,7 @@ struct SlsvirtState {
     uint64_t target_epoch;
     uint64_t durable_epoch;
     uint64_t failed_epoch;
+    uint64_t generation;        /* SLSVIRT_REG_GENERATION; 0 until restored */
 
     SlsvirtEngine engine;
 };
@@ -150,5 +156,20 @@ uint64_t slsvirt_engine_request(SlsvirtState *s, bool try_connect,
 void slsvirt_engine_set_period(SlsvirtState *s, uint32_t period_ms);
 /* Called by the device when an epoch became durable or failed. */
 void slsvirt_epoch_notify(SlsvirtState *s);
+/* The VM's slsvirt-pci device, or NULL with @errp set. */
+SlsvirtState *slsvirt_find(Error **errp);
+
+/* slsvirt-restore.c: lazy restore (userfaultfd) */
+/* Serve RAM from hostd's page map in staging and the chain's segment fds
+ * (taken over, closed on failure too); @working_set: prefetch list or NULL. */
+bool slsvirt_lazy_start(SlsvirtState *s, uint64_t epoch, const int *fds,
+                        int nr_fds, const char *working_set, Error **errp);
+void slsvirt_lazy_free(SlsvirtEngine *e);
+uint64_t slsvirt_lazy_map_bytes(SlsvirtEngine *e);
+/* Capture helpers: see slsvirt-restore.c. */
+bool slsvirt_lazy_copy_page(SlsvirtEngine *e, SlsvirtRamBlock *b,
+                            unsigned long page, uint8_t *dst);
+void slsvirt_lazy_before_full(SlsvirtEngine *e);
+void slsvirt_lazy_note_dirty(SlsvirtEngine *e);
 
 #endif
