@@ -644,7 +644,6 @@ static void slsvirt_send_epoch(SlsvirtState *s, uint64_t epoch, bool full,
                nr_pages * sizeof(uint64_t));
     }
 
-    e->need_full = false;
     e->last_epoch_pages = full ? e->staging_size / SLS_PAGE_SIZE : nr_pages;
     e->epochs_full += full;
     if (!slsvirt_send(s, SLS_MSG_EPOCH, msg, msg_len, -1, &err)) {
@@ -672,6 +671,63 @@ static bool slsvirt_copy_if_changed(SlsvirtEngine *e, SlsvirtRamBlock *b,
     }
     memcpy(dst, b->host + off, SLS_PAGE_SIZE);
     return false;
+}
+
+/*
+ * Staging for a FULL capture of @b without its released pages: those are
+ * zero in staging and are not read from RAM (reading a discarded page of a
+ * shared memory backend would allocate it again). Called with the vCPUs
+ * paused. With @copy false only the released pages are zeroed and taken
+ * out of @b->dirty (copy-before-write copies the rest after resuming).
+ */
+static void slsvirt_full_block(SlsvirtState *s, SlsvirtRamBlock *b, bool copy)
+{
+    SlsvirtEngine *e = &s->engine;
+    uint64_t nbits = 0, npages = qemu_ram_get_max_length(b->rb) / SLS_PAGE_SIZE;
+    const unsigned long *released = slsvirt_mem_released_of(s, b->rb, &nbits);
+    uint8_t *staging = e->staging + b->staging_offset;
+    uint64_t p = 0, end, zeroed = 0;
+
+    if (!released) {
+        if (copy) {
+            memcpy(staging, b->host, qemu_ram_get_max_length(b->rb));
+        }
+        return;
+    }
+    nbits = MIN(nbits, npages);
+    while (p < npages) {
+        /* [p, end) in use, then [end, next) released */
+        uint64_t next;
+
+        end = p < nbits ? find_next_bit(released, nbits, p) : npages;
+        end = MIN(end, npages);
+        if (copy && end > p) {
+            memcpy(staging + p * SLS_PAGE_SIZE, b->host + p * SLS_PAGE_SIZE,
+                   (end - p) * SLS_PAGE_SIZE);
+        }
+        if (end >= npages) {
+            break;
+        }
+        next = find_next_zero_bit(released, nbits, end);
+        memset(staging + end * SLS_PAGE_SIZE, 0, (next - end) * SLS_PAGE_SIZE);
+        if (!copy) {
+            bitmap_clear(b->dirty, end, next - end);
+        }
+        zeroed += next - end;
+        p = next;
+    }
+    trace_slsvirt_mem_capture_full(zeroed);
+}
+
+void slsvirt_engine_mem_released(SlsvirtState *s)
+{
+    /*
+     * The released pages changed (to zero) without dirty tracking. Until
+     * epochs carry discard records, the next capture is FULL: it puts
+     * zeros in staging for every released page (slsvirt_full_block), so
+     * no epoch after the release holds their old bytes.
+     */
+    s->engine.need_full = true;
 }
 
 /* ---- copy-before-write ----------------------------------------------- */
@@ -781,10 +837,11 @@ static void slsvirt_cow_free(SlsvirtEngine *e)
 }
 
 /* Called with the vCPUs paused, after harvesting into b->dirty. */
-static void slsvirt_cow_open(SlsvirtEngine *e, uint64_t epoch, bool full,
+static void slsvirt_cow_open(SlsvirtState *s, uint64_t epoch, bool full,
                              uint64_t dirty, uint8_t *devstate,
                              size_t devstate_len)
 {
+    SlsvirtEngine *e = &s->engine;
     unsigned i;
 
     for (i = 0; i < e->nr_blocks; i++) {
@@ -793,6 +850,7 @@ static void slsvirt_cow_open(SlsvirtEngine *e, uint64_t epoch, bool full,
 
         if (full) {
             bitmap_fill(b->dirty, n);
+            slsvirt_full_block(s, b, false);
         }
         bitmap_zero(b->cow_claim, n);
         bitmap_zero(b->cow_done, n);
@@ -977,6 +1035,10 @@ static void slsvirt_capture_bh(void *opaque)
     }
 
     full = e->need_full || !e->tracking;
+    /* Cleared at the cut, not when the epoch is sent: a RELEASE during a
+     * copy window asks for the next capture to be FULL again. Every path
+     * that loses this epoch sets it again (slsvirt_fail_epochs). */
+    e->need_full = false;
     if (!slsvirt_tracking_start(s, &err)) {
         goto resume;
     }
@@ -1003,8 +1065,7 @@ static void slsvirt_capture_bh(void *opaque)
         for (i = 0; i < e->nr_blocks; i++) {
             SlsvirtRamBlock *b = &e->blocks[i];
 
-            memcpy(e->staging + b->staging_offset, b->host,
-                   qemu_ram_get_max_length(b->rb));
+            slsvirt_full_block(s, b, true);
             bitmap_zero(b->dirty, b->length / SLS_PAGE_SIZE);
         }
     } else {
@@ -1039,7 +1100,7 @@ static void slsvirt_capture_bh(void *opaque)
     devstate = slsvirt_save_devices(&devstate_len, &err);
     t_saved = get_clock();
     if (devstate && cow) {
-        slsvirt_cow_open(e, epoch, full, dirty, g_steal_pointer(&devstate),
+        slsvirt_cow_open(s, epoch, full, dirty, g_steal_pointer(&devstate),
                          devstate_len);
     }
 
@@ -1285,6 +1346,12 @@ static uint64_t slsvirt_engine_restore(SlsvirtState *s, uint64_t epoch,
     if (!slsvirt_load_devices(reply + sizeof(ack), devstate_len, errp)) {
         return 0;
     }
+    /*
+     * Device post_load handlers may read guest RAM, so RAM was filled
+     * first -- including pages the restored state has released (zeros in
+     * a FULL epoch's image). Give those back to the host again now.
+     */
+    slsvirt_mem_discard_released(s);
 
     /* The restored state is epoch @restored itself: it is durable. Guest
      * waiters that were blocked in PERSIST when it was captured wake once

@@ -117,6 +117,30 @@ typedef struct SlsvirtEngine {
     char *last_error;
 } SlsvirtEngine;
 
+/*
+ * Memory elasticity (SLSVIRT_F_MEMORY): which pages of the machine's main
+ * RAM the guest has released. Only that one RAM block can be released, so
+ * the "per block" bitmap is a single one; page i is offset i * 4 KiB in it.
+ * Guest-visible state (migrated in a subsection); owned by the BQL.
+ */
+typedef struct SlsvirtMem {
+    bool enabled;               /* SLSVIRT_F_MEMORY offered */
+    MemoryRegion *ram;          /* MACHINE(qdev_get_machine())->ram */
+    RAMBlock *rb;
+    uint64_t ram_pages;
+    int32_t nbits;              /* = ram_pages, for VMSTATE_BITMAP */
+    unsigned long *released;
+    uint64_t released_pages;    /* bits set in @released */
+    uint64_t target_pages;      /* the host asks for this many released */
+    uint64_t ceiling_pages;     /* the guest may use at most this many */
+    uint64_t desc_addr;         /* SLSVIRT_REG_MEM_DESC_ADDR */
+    uint32_t desc_count;
+    uint32_t done;              /* SLSVIRT_REG_MEM_DONE */
+    /* statistics (query-sls-mem), not migrated */
+    uint64_t releases;          /* RELEASE batches applied */
+    uint64_t reclaims;
+} SlsvirtMem;
+
 struct SlsvirtState {
     PCIDevice parent_obj;
     MemoryRegion mmio;
@@ -127,6 +151,7 @@ struct SlsvirtState {
     uint32_t period_ms;         /* 0: checkpoints only on request */
     bool copy_before_write;     /* copy pages after resuming (TCG only) */
     uint32_t cow_max_pages;     /* ... for deltas of at most this many pages */
+    bool memory;                /* offer SLSVIRT_F_MEMORY (and its vector) */
 
     /* guest-visible registers (migrated) */
     uint32_t cmd_status;
@@ -135,6 +160,7 @@ struct SlsvirtState {
     uint64_t durable_epoch;
     uint64_t failed_epoch;
 
+    SlsvirtMem mem;
     SlsvirtEngine engine;
 };
 
@@ -150,5 +176,16 @@ uint64_t slsvirt_engine_request(SlsvirtState *s, bool try_connect,
 void slsvirt_engine_set_period(SlsvirtState *s, uint32_t period_ms);
 /* Called by the device when an epoch became durable or failed. */
 void slsvirt_epoch_notify(SlsvirtState *s);
+/* The guest released pages: their bytes changed without dirty tracking
+ * (discard), so the next capture is FULL. */
+void slsvirt_engine_mem_released(SlsvirtState *s);
+
+/* slsvirt-pci.c: memory elasticity */
+/* After a restore loaded RAM and device state: free the pages the restored
+ * state says are released (RAM was just filled from the epoch image). */
+void slsvirt_mem_discard_released(SlsvirtState *s);
+/* @b's released bitmap (pages of @b), or NULL when none of it is released. */
+const unsigned long *slsvirt_mem_released_of(SlsvirtState *s, RAMBlock *rb,
+                                             uint64_t *nbits);
 
 #endif
