@@ -55,6 +55,12 @@
  *    to have released; when the host sets it (or the ceiling) the device
  *    raises MSI-X vector SLSVIRT_VEC_MEM. The guest follows it as best it
  *    can; the ceiling, not the target, is what the host enforces.
+ *  - SLSVIRT_REG_MEM_GUEST_FREE / _USED are the guest's own account of its
+ *    memory (free pages in its allocator; pages in use, not counting the
+ *    released ones), written by the driver (8-byte access or two 4-byte
+ *    halves, low half first) whenever it changes its released set and about
+ *    once a second. The host only displays them: they are the guest's
+ *    claim, never trusted for anything. Reset to 0 (= not reported).
  *  - Released pages stay released across checkpoints, restores and
  *    migration (device state); a device reset (guest reboot) forgets them:
  *    the new guest owns all of RAM again (those pages read as zero).
@@ -99,6 +105,8 @@
 #define SLSVIRT_REG_MEM_RELEASED_PAGES	0x118	/* RO 64: pages released now */
 #define SLSVIRT_REG_MEM_TARGET_PAGES	0x120	/* RO 64: pages the host wants released */
 #define SLSVIRT_REG_MEM_CEILING_PAGES	0x128	/* RO 64: most pages the guest may use */
+#define SLSVIRT_REG_MEM_GUEST_FREE	0x130	/* RW 64: guest-reported free pages */
+#define SLSVIRT_REG_MEM_GUEST_USED	0x138	/* RW 64: guest-reported used pages */
 
 /* SLSVIRT_REG_FEATURES bits */
 #define SLSVIRT_F_PERSIST		(1u << 0)

@@ -50,6 +50,21 @@ static void slsvirt_bad_access(SlsvirtState *s, const char *what,
 
 /* A 64-bit register is read as one 8-byte access at @base or as 4-byte
  * halves at @base and @base + 4. */
+/* A 64-bit register written as one 8-byte access or two 4-byte halves. */
+static bool slsvirt_write64(hwaddr addr, unsigned size, hwaddr base,
+                            uint64_t val, uint64_t *reg)
+{
+    if (addr == base) {
+        *reg = size == 8 ? val : deposit64(*reg, 0, 32, val);
+        return true;
+    }
+    if (addr == base + 4 && size == 4) {
+        *reg = deposit64(*reg, 32, 32, val);
+        return true;
+    }
+    return false;
+}
+
 static bool slsvirt_read64(hwaddr addr, unsigned size, hwaddr base,
                            uint64_t reg, uint64_t *val)
 {
@@ -384,6 +399,8 @@ static void slsvirt_mem_forget(SlsvirtMem *m)
     m->desc_addr = 0;
     m->desc_count = 0;
     m->done = 0;
+    m->guest_free = 0;
+    m->guest_used = 0;
 }
 
 /* ---- QMP: memory ------------------------------------------------------- */
@@ -478,6 +495,11 @@ SlsMemInfo *qmp_query_sls_mem(Error **errp)
     info->resident = slsvirt_mem_resident(m);
     info->releases = m->releases;
     info->reclaims = m->reclaims;
+    if (m->guest_free || m->guest_used) {
+        info->has_guest_free = info->has_guest_used = true;
+        info->guest_free = m->guest_free * SLSVIRT_MEM_PAGE_SIZE;
+        info->guest_used = m->guest_used * SLSVIRT_MEM_PAGE_SIZE;
+    }
     return info;
 }
 
@@ -526,7 +548,11 @@ static uint64_t slsvirt_mmio_read(void *opaque, hwaddr addr, unsigned size)
          slsvirt_read64(addr, size, SLSVIRT_REG_MEM_TARGET_PAGES,
                         s->mem.target_pages, &val) ||
          slsvirt_read64(addr, size, SLSVIRT_REG_MEM_CEILING_PAGES,
-                        s->mem.ceiling_pages, &val))) {
+                        s->mem.ceiling_pages, &val) ||
+         slsvirt_read64(addr, size, SLSVIRT_REG_MEM_GUEST_FREE,
+                        s->mem.guest_free, &val) ||
+         slsvirt_read64(addr, size, SLSVIRT_REG_MEM_GUEST_USED,
+                        s->mem.guest_used, &val))) {
         return val;
     }
     if (slsvirt_read64(addr, size, SLSVIRT_REG_TARGET_EPOCH,
@@ -552,17 +578,21 @@ static void slsvirt_mmio_write(void *opaque, hwaddr addr, uint64_t val,
 
     if (s->mem.enabled) {
         /* Latched as written; checked at the doorbell. */
-        if (addr == SLSVIRT_REG_MEM_DESC_ADDR) {
-            s->mem.desc_addr = size == 8 ? val :
-                deposit64(s->mem.desc_addr, 0, 32, val);
-            return;
-        }
-        if (addr == SLSVIRT_REG_MEM_DESC_ADDR + 4 && size == 4) {
-            s->mem.desc_addr = deposit64(s->mem.desc_addr, 32, 32, val);
+        if (slsvirt_write64(addr, size, SLSVIRT_REG_MEM_DESC_ADDR, val,
+                            &s->mem.desc_addr)) {
             return;
         }
         if (addr == SLSVIRT_REG_MEM_DESC_COUNT && size == 4) {
             s->mem.desc_count = val;
+            return;
+        }
+        /* The guest's claims about itself: clamped for display only. */
+        if (slsvirt_write64(addr, size, SLSVIRT_REG_MEM_GUEST_FREE, val,
+                            &s->mem.guest_free) ||
+            slsvirt_write64(addr, size, SLSVIRT_REG_MEM_GUEST_USED, val,
+                            &s->mem.guest_used)) {
+            s->mem.guest_free = MIN(s->mem.guest_free, s->mem.ram_pages);
+            s->mem.guest_used = MIN(s->mem.guest_used, s->mem.ram_pages);
             return;
         }
     }

@@ -780,6 +780,36 @@ static void test_mem_release_reclaim(void)
     fixture_stop(&f);
 }
 
+/*
+ * The guest's own account of its memory: shown by query-sls-mem once
+ * written (8-byte or two 4-byte halves), clamped to the RAM size.
+ */
+static void test_mem_guest_stats(void)
+{
+    const uint64_t ram_pages = QTEST_RAM / MEM_PAGE;
+    QDict *rsp;
+    Fixture f;
+
+    fixture_start(&f, "/nonexistent/slsvirtd.sock");
+    rsp = qmp_ok(&f, "{'execute': 'query-sls-mem'}");
+    g_assert(!qdict_haskey(qdict_get_qdict(rsp, "return"), "guest-free"));
+    qobject_unref(rsp);
+
+    qpci_io_writeq(f.dev, f.bar, SLSVIRT_REG_MEM_GUEST_FREE, 1000);
+    qpci_io_writel(f.dev, f.bar, SLSVIRT_REG_MEM_GUEST_USED, 2000);
+    qpci_io_writel(f.dev, f.bar, SLSVIRT_REG_MEM_GUEST_USED + 4, 0);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_GUEST_FREE), ==, 1000);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_GUEST_USED), ==, 2000);
+    g_assert_cmpuint(query_mem(&f, "guest-free"), ==, 1000 * MEM_PAGE);
+    g_assert_cmpuint(query_mem(&f, "guest-used"), ==, 2000 * MEM_PAGE);
+
+    /* A lying guest gets its claim clamped, not trusted. */
+    qpci_io_writeq(f.dev, f.bar, SLSVIRT_REG_MEM_GUEST_FREE, UINT64_MAX);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_GUEST_FREE), ==, ram_pages);
+    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_BAD_ACCESSES), ==, 0);
+    fixture_stop(&f);
+}
+
 /* A refused batch: the status, the bad entry's index, one more bad access,
  * and nothing applied. */
 static void expect_refused(Fixture *f, uint32_t status, uint32_t want,
@@ -1031,7 +1061,6 @@ static void test_mem_state_roundtrip(void)
     g_autofree char *file = g_strdup_printf("%s/vm.state", dir);
     g_autofree char *uri = g_strdup_printf("file:%s", file);
     g_autofree char *extra = g_strdup(" -incoming defer");
-    QDict *rsp;
     Fixture f, g;
 
     fixture_start(&f, "/nonexistent/slsvirtd.sock");
@@ -1157,6 +1186,7 @@ int main(int argc, char **argv)
     qtest_add_func("/slsvirt-pci/mem/release-reclaim",
                    test_mem_release_reclaim);
     qtest_add_func("/slsvirt-pci/mem/hostile", test_mem_hostile);
+    qtest_add_func("/slsvirt-pci/mem/guest-stats", test_mem_guest_stats);
     qtest_add_func("/slsvirt-pci/mem/ceiling", test_mem_ceiling);
     qtest_add_func("/slsvirt-pci/mem/target-vector", test_mem_target_vector);
     qtest_add_func("/slsvirt-pci/mem/off", test_mem_off);

@@ -136,6 +136,10 @@ typedef struct SlsvirtMem {
     uint64_t desc_addr;         /* SLSVIRT_REG_MEM_DESC_ADDR */
     uint32_t desc_count;
     uint32_t done;              /* SLSVIRT_REG_MEM_DONE */
+    /* guest-reported (MEM_GUEST_FREE/USED): displayed, never trusted;
+     * not migrated (the driver writes them again within a second) */
+    uint64_t guest_free;
+    uint64_t guest_used;
     /* statistics (query-sls-mem), not migrated */
     uint64_t releases;          /* RELEASE batches applied */
     uint64_t reclaims;
