@@ -42,6 +42,12 @@ GUEST_SCRIPT = r"""#!/bin/sh
 # bench/run elasticity, inside the guest (see bench/elasticity.py)
 ip link set lo up
 for m in $SLS_MODULES; do insmod /lib/modules/sls-bench/$m.ko || echo "SLS: insmod $m FAILED"; done
+# virtio-mem plugs and onlines its memory asynchronously: wait for all of it.
+i=0
+while [ "$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo)" -lt %(total)d ]; do
+	i=$((i + 1)); [ $i -gt 300 ] && { echo "SLS: redis FAILED: memory not plugged: $(grep MemTotal /proc/meminfo)"; exit 1; }
+	sleep 0.1
+done
 # Touch most of RAM once, then free it: host RSS then covers guest RAM.
 dd if=/dev/zero of=/dev/null bs=%(touch)dM count=1 2>/dev/null
 redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
@@ -129,7 +135,8 @@ class Elasticity(benchlib.BenchBase):
             dst = os.path.join(root, "lib/modules/sls-bench", os.path.basename(m)[:-3])
             with open(dst, "wb") as f:
                 subprocess.run(["xz", "-dc", src], stdout=f, check=True)
-        script = GUEST_SCRIPT % {"touch": GUEST_MIB - 224, "keys": self.o.keys, "round": self.o.round}
+        script = GUEST_SCRIPT % {"touch": GUEST_MIB - 224, "keys": self.o.keys, "round": self.o.round,
+                                 "total": GUEST_MIB - 128}
         with open(os.path.join(root, "bench-redis.sh"), "w") as f:
             f.write(script)
         os.chmod(os.path.join(root, "bench-redis.sh"), 0o755)

@@ -789,6 +789,13 @@ int slsvirt_mem_probe(struct slsvirt_dev *sdev, u32 features)
 	m->shrinker = shrinker_alloc(0, "slsvirt-%s", pci_name(sdev->pdev));
 	if (!m->shrinker)
 		return -ENOMEM;
+	/*
+	 * Scanned like any cache that is cheap to rebuild (DEFAULT_SEEKS): with
+	 * seeks 0 the first reclaim round took half of everything, and a guest
+	 * short of 85 MiB got all 128 MiB back.
+	 */
+	m->shrinker->seeks = DEFAULT_SEEKS;
+	m->shrinker->batch = 256;
 	m->shrinker->count_objects = slsvirt_mem_shrink_count;
 	m->shrinker->scan_objects = slsvirt_mem_shrink_scan;
 	m->shrinker->private_data = sdev;
