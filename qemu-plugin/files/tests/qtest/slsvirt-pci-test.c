@@ -543,6 +543,21 @@ static void test_unchanged_pages(void)
 }
 
 /*
+ * A fake host that watches @npages pages from @addr and a device attached
+ * to it, with a first durable epoch behind it: the start of both
+ * copy-window tests.
+ */
+static void cow_start(FakeHost *h, Fixture *f, uint64_t addr, uint64_t npages)
+{
+    fake_host_start(h, 0);
+    h->watch_lo = addr / SLS_PAGE_SIZE;
+    h->watch_hi = h->watch_lo + npages;
+    fixture_start(f, h->path);
+    doorbell(f, SLSVIRT_CMD_PERSIST);
+    wait_epoch(f, SLSVIRT_REG_DURABLE_EPOCH, rd64(f, SLSVIRT_REG_TARGET_EPOCH));
+}
+
+/*
  * Copy-before-write: the epoch's pages are copied into staging after the
  * machine resumes, so a write that lands while they are being copied must
  * not reach the epoch. Fill 32 MiB with 0xa1, cut an epoch, overwrite it
@@ -560,12 +575,7 @@ static void test_copy_before_write(void)
     Fixture f;
     int attempt;
 
-    fake_host_start(&h, 0);
-    h.watch_lo = addr / SLS_PAGE_SIZE;
-    h.watch_hi = h.watch_lo + npages;
-    fixture_start(&f, h.path);
-    doorbell(&f, SLSVIRT_CMD_PERSIST);
-    wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, rd64(&f, SLSVIRT_REG_TARGET_EPOCH));
+    cow_start(&h, &f, addr, npages);
 
     for (attempt = 0; attempt < 10 && !writer_copies; attempt++) {
         QDict *rsp;
@@ -1121,12 +1131,7 @@ static void test_mem_release_during_copy(void)
     Fixture f;
     int attempt;
 
-    fake_host_start(&h, 0);
-    h.watch_lo = addr / SLS_PAGE_SIZE;
-    h.watch_hi = h.watch_lo + npages;
-    fixture_start(&f, h.path);
-    doorbell(&f, SLSVIRT_CMD_PERSIST);
-    wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, rd64(&f, SLSVIRT_REG_TARGET_EPOCH));
+    cow_start(&h, &f, addr, npages);
 
     for (attempt = 0; attempt < 10 && !writer_copies; attempt++) {
         QDict *rsp;
