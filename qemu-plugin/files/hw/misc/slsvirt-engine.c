@@ -290,10 +290,12 @@ static int slsvirt_add_block(RAMBlock *rb, void *opaque)
     g_free(b->cow_claim);
     g_free(b->cow_done);
     g_free(b->cow_same);
+    g_free(b->released);
     b->dirty = bitmap_new(b->length / SLS_PAGE_SIZE);
     b->cow_claim = bitmap_new(b->length / SLS_PAGE_SIZE);
     b->cow_done = bitmap_new(b->length / SLS_PAGE_SIZE);
     b->cow_same = bitmap_new(b->length / SLS_PAGE_SIZE);
+    b->released = bitmap_new(b->length / SLS_PAGE_SIZE);
     e->staging_size += b->length;
     return 0;
 }
@@ -719,15 +721,90 @@ static void slsvirt_full_block(SlsvirtState *s, SlsvirtRamBlock *b, bool copy)
     trace_slsvirt_mem_capture_full(zeroed);
 }
 
-void slsvirt_engine_mem_released(SlsvirtState *s)
+void slsvirt_engine_mem_released(SlsvirtState *s, RAMBlock *rb,
+                                 uint64_t first, uint64_t npages)
 {
+    SlsvirtEngine *e = &s->engine;
+    unsigned i;
+
     /*
-     * The released pages changed (to zero) without dirty tracking. Until
-     * epochs carry discard records, the next capture is FULL: it puts
-     * zeros in staging for every released page (slsvirt_full_block), so
-     * no epoch after the release holds their old bytes.
+     * The pages changed (to zero) behind the dirty log. The next epoch
+     * lists them, with zeros in staging (slsvirt_zero_released): hostd
+     * stores listed all-zero pages of a delta as ZERO index entries, no
+     * data, so the release is recorded in that epoch and a restore of it
+     * or a later one never brings the old bytes back. Called under the
+     * BQL, like the capture: a release lands wholly before or after a cut.
      */
-    s->engine.need_full = true;
+    for (i = 0; i < e->nr_blocks; i++) {
+        SlsvirtRamBlock *b = &e->blocks[i];
+
+        if (b->rb == rb && first + npages <= b->length / SLS_PAGE_SIZE) {
+            bitmap_set(b->released, first, npages);
+            return;
+        }
+    }
+    /* Not laid out yet: the first capture is FULL anyway. */
+}
+
+/* Is page @p of @b released now? (Main RAM only; under the BQL.) */
+static bool slsvirt_page_released(SlsvirtState *s, SlsvirtRamBlock *b,
+                                  uint64_t p)
+{
+    uint64_t nbits = 0;
+    const unsigned long *released = slsvirt_mem_released_of(s, b->rb, &nbits);
+
+    return released && p < nbits && test_bit(p, released);
+}
+
+/*
+ * At the cut (vCPUs paused): add the pages released since the last cut to
+ * @b's copy set; returns how many were not in it already.
+ */
+static uint64_t slsvirt_take_released(SlsvirtRamBlock *b)
+{
+    unsigned long n = b->length / SLS_PAGE_SIZE, p;
+    uint64_t added = 0;
+
+    for (p = find_first_bit(b->released, n); p < n;
+         p = find_next_bit(b->released, n, p + 1)) {
+        added += !test_and_set_bit(p, b->dirty);
+    }
+    bitmap_zero(b->released, n);
+    return added;
+}
+
+/*
+ * Pages of a delta's copy set that are released now are zero: put zeros
+ * in staging instead of reading them (reading a discarded page of a shared
+ * memory backend would allocate it again). With @cow, mark them copied so
+ * the window leaves them alone. Called with the vCPUs paused.
+ */
+static void slsvirt_zero_released(SlsvirtState *s, SlsvirtRamBlock *b,
+                                  bool cow)
+{
+    uint64_t nbits = 0, n = b->length / SLS_PAGE_SIZE, p, zeroed = 0;
+    const unsigned long *released = slsvirt_mem_released_of(s, b->rb, &nbits);
+
+    if (!released) {
+        return;
+    }
+    nbits = MIN(nbits, n);
+    for (p = find_first_bit(released, nbits); p < nbits;
+         p = find_next_bit(released, nbits, p + 1)) {
+        if (!test_bit(p, b->dirty)) {
+            continue;
+        }
+        memset(s->engine.staging + b->staging_offset + p * SLS_PAGE_SIZE, 0,
+               SLS_PAGE_SIZE);
+        if (cow) {
+            set_bit(p, b->cow_claim);
+            set_bit(p, b->cow_done);
+        }
+        zeroed++;
+    }
+    if (zeroed) {
+        trace_slsvirt_mem_capture_delta(zeroed);
+    }
 }
 
 /* ---- copy-before-write ----------------------------------------------- */
@@ -855,6 +932,9 @@ static void slsvirt_cow_open(SlsvirtState *s, uint64_t epoch, bool full,
         bitmap_zero(b->cow_claim, n);
         bitmap_zero(b->cow_done, n);
         bitmap_zero(b->cow_same, n);
+        if (!full) {
+            slsvirt_zero_released(s, b, true);
+        }
     }
     e->cow_epoch = epoch;
     e->cow_full = full;
@@ -1049,6 +1129,12 @@ static void slsvirt_capture_bh(void *opaque)
         }
     }
     memory_global_after_dirty_log_sync();
+    /* Releases since the last cut belong to this epoch (FULL: already). */
+    for (i = 0; i < e->nr_blocks; i++) {
+        uint64_t added = slsvirt_take_released(&e->blocks[i]);
+
+        dirty += full ? 0 : added;
+    }
     t_harvested = get_clock();
 
     /*
@@ -1075,6 +1161,7 @@ static void slsvirt_capture_bh(void *opaque)
             unsigned long n = b->length / SLS_PAGE_SIZE;
             unsigned long p;
 
+            slsvirt_zero_released(s, b, false);
             for (p = find_first_bit(b->dirty, n); p < n;
                  p = find_next_bit(b->dirty, n, p + 1)) {
                 uint64_t off = (uint64_t)p * SLS_PAGE_SIZE;
@@ -1085,7 +1172,9 @@ static void slsvirt_capture_bh(void *opaque)
                                "during capture");
                     goto resume;
                 }
-                if (slsvirt_copy_if_changed(e, b, off)) {
+                /* Released pages are zero in staging already: listed. */
+                if (!slsvirt_page_released(s, b, p) &&
+                    slsvirt_copy_if_changed(e, b, off)) {
                     e->unchanged_pages++;
                     dirty--;
                     continue;

@@ -294,7 +294,11 @@ static void slsvirt_mem_command(SlsvirtState *s, bool release)
         }
         m->released_pages += pages;
         m->releases++;
-        slsvirt_engine_mem_released(s);
+        for (r = 0; r < runs->len; r++) {
+            SlsvirtMemRun *run = &g_array_index(runs, SlsvirtMemRun, r);
+
+            slsvirt_engine_mem_released(s, m->rb, run->first, run->npages);
+        }
     } else {
         /* The pages were discarded at RELEASE: they read as zero. */
         m->released_pages -= pages;

@@ -29,6 +29,8 @@ typedef struct SlsvirtRamBlock {
     unsigned long *cow_done;    /* copy window: page is in staging */
     unsigned long *cow_same;    /* copy window: page equals its staging
                                  * copy (set before cow_done) */
+    unsigned long *released;    /* pages released since the last cut: the
+                                 * next epoch lists them (as zero pages) */
 } SlsvirtRamBlock;
 
 #define SLSVIRT_STOP_RING       4096    /* stop times kept for percentiles */
@@ -182,7 +184,8 @@ void slsvirt_engine_set_period(SlsvirtState *s, uint32_t period_ms);
 void slsvirt_epoch_notify(SlsvirtState *s);
 /* The guest released pages: their bytes changed without dirty tracking
  * (discard), so the next capture is FULL. */
-void slsvirt_engine_mem_released(SlsvirtState *s);
+void slsvirt_engine_mem_released(SlsvirtState *s, RAMBlock *rb,
+                                 uint64_t first, uint64_t npages);
 
 /* slsvirt-pci.c: memory elasticity */
 /* After a restore loaded RAM and device state: free the pages the restored
