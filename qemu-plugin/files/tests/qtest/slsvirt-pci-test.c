@@ -836,7 +836,9 @@ static void test_mem_hostile(void)
     const uint64_t a = 0x2000000, b = 0x2100000, c = 0x2200000;
     const uint64_t ram_end = QTEST_RAM;
     const MemRange a_then_b[] = { { b, MEM_PAGE }, { a, MEM_PAGE } };
-    const MemRange twice[] = { { c, 2 * MEM_PAGE }, { c + MEM_PAGE, MEM_PAGE } };
+    const MemRange twice[] = {
+        { c, 2 * MEM_PAGE }, { c + MEM_PAGE, MEM_PAGE },
+    };
     struct {
         uint64_t gpa, len;
     } bad_ranges[] = {
@@ -1120,8 +1122,9 @@ static void test_mem_state_roundtrip(void)
  * bytes from before the release (the discard goes through the same
  * copy-before-write path as any write), and the next epoch is a delta
  * that lists the released pages with zeros (hostd stores those as ZERO
- * entries: the release is recorded there, no data written). As in test_copy_before_write, the release
- * must land inside the window: retry until cow-writer-copies says it did.
+ * entries: the release is recorded there, no data written). As in
+ * test_copy_before_write, the release must land inside the window: retry
+ * until cow-writer-copies says it did.
  */
 static void test_mem_release_during_copy(void)
 {
