@@ -162,7 +162,7 @@ static void bad_ioctl_round(int fd, void *unmapped)
 	char small[8];
 	ssize_t n;
 
-	expect_fail(fd, _IOWR(SLSVIRT_IOC_MAGIC, 0x03, struct slsvirt_persist), &req, ENOTTY, "nr 3");
+	expect_fail(fd, _IOWR(SLSVIRT_IOC_MAGIC, 0x7e, struct slsvirt_persist), &req, ENOTTY, "nr 0x7e");
 	expect_fail(fd, _IOWR(SLSVIRT_IOC_MAGIC, 0xff, struct slsvirt_persist), &req, ENOTTY, "nr 255");
 	expect_fail(fd, _IOWR(SLSVIRT_IOC_MAGIC, 0x01, char[4096]), &req, ENOTTY, "huge size");
 	expect_fail(fd, _IOR(SLSVIRT_IOC_MAGIC, 0x01, struct slsvirt_persist), &req, ENOTTY, "wrong dir");
@@ -239,7 +239,7 @@ static void wr64(unsigned int off, uint64_t v) { *(volatile uint64_t *)(regs + o
 /* One round of accesses the device itself must reject (each counted once). */
 static void bad_register_round(void)
 {
-	static const uint32_t bad_cmds[] = { SLSVIRT_CMD_NONE, 2, 0x7fffffff, 0xffffffff };
+	static const uint32_t bad_cmds[] = { SLSVIRT_CMD_NONE, 0x40, 0x7fffffff, 0xffffffff };
 	const uint64_t huge = 0xfff0000000000000ull;
 	uint64_t durable_before = rd64(SLSVIRT_REG_DURABLE_EPOCH);
 	uint64_t current_before = rd64(SLSVIRT_REG_CURRENT_EPOCH);

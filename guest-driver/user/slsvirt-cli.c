@@ -6,6 +6,7 @@
  *   slsvirt persist                  durability barrier; prints the durable epoch
  *   slsvirt persist --async          take a ticket, print it, wait for it
  *   slsvirt persist --async --no-wait  take a ticket, print it, exit
+ *   slsvirt mem                      memory elasticity: device and driver view
  * Exit status: 0 success, 1 error, 2 usage, 3 the host is not checkpointing
  * or the checkpoint failed (EIO).
  */
@@ -21,9 +22,11 @@ enum { EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_DURABLE };
 
 static int usage(FILE *out)
 {
-	fprintf(out, "usage: slsvirt info | epoch | persist [--async [--no-wait]]\n"
+	fprintf(out, "usage: slsvirt info | epoch | mem | persist [--async [--no-wait]]\n"
 		     "  info     print device version and checkpoint state\n"
 		     "  epoch    print current_epoch (the next capture), durable_epoch and failed_epoch\n"
+		     "  mem      print memory elasticity: RAM, released (device), target, ceiling,\n"
+		     "           released by the driver and in elastic regions (bytes)\n"
 		     "  persist  wait until all memory written so far is durable; print the epoch\n"
 		     "    --async    take a ticket at once (prints \"ticket T\"), then wait for its\n"
 		     "               completion (prints \"durable E\")\n"
@@ -73,6 +76,21 @@ static int cmd_epoch(int fd)
 	return EXIT_OK;
 }
 
+static int cmd_mem(int fd)
+{
+	struct slsvirt_mem_info mi;
+
+	if (slsvirt_mem_info(fd, &mi) < 0)
+		return fail("MEM_INFO");
+	printf("ram=%" PRIu64 " released=%" PRIu64 " target_released=%" PRIu64
+	       " ceiling=%" PRIu64 " driver_released=%" PRIu64 " region_released=%" PRIu64
+	       " shrinker_reclaimed=%" PRIu64 "\n",
+	       (uint64_t)mi.ram, (uint64_t)mi.released, (uint64_t)mi.target_released,
+	       (uint64_t)mi.ceiling, (uint64_t)mi.driver_released,
+	       (uint64_t)mi.region_released, (uint64_t)mi.shrinker_reclaimed);
+	return EXIT_OK;
+}
+
 static int cmd_persist(int fd, bool async, bool no_wait)
 {
 	uint64_t epoch, ticket;
@@ -114,7 +132,8 @@ int main(int argc, char **argv)
 		else
 			return usage(stderr);
 	}
-	if ((strcmp(cmd, "info") && strcmp(cmd, "persist") && strcmp(cmd, "epoch")) ||
+	if ((strcmp(cmd, "info") && strcmp(cmd, "persist") && strcmp(cmd, "epoch") &&
+	     strcmp(cmd, "mem")) ||
 	    (no_wait && !async))
 		return usage(stderr);
 
@@ -127,5 +146,7 @@ int main(int argc, char **argv)
 		return cmd_info(fd);
 	if (!strcmp(cmd, "epoch"))
 		return cmd_epoch(fd);
+	if (!strcmp(cmd, "mem"))
+		return cmd_mem(fd);
 	return cmd_persist(fd, async, no_wait);
 }

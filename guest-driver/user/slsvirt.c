@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -114,4 +115,42 @@ int slsvirt_info(int fd, struct slsvirt_info *info)
 {
 	memset(info, 0, sizeof(*info));
 	return ioctl(fd, SLSVIRT_IOC_GET_INFO, info) < 0 ? -1 : 0;
+}
+
+void *slsvirt_mem_map(int fd, size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static int slsvirt_mem_range(int fd, unsigned long cmd, void *addr, size_t len,
+			     uint64_t *done)
+{
+	struct slsvirt_mem_range r;
+	int ret;
+
+	memset(&r, 0, sizeof(r));
+	r.addr = (uintptr_t)addr;
+	r.len = len;
+	ret = ioctl(fd, cmd, &r);
+	if (done)
+		*done = r.done;
+	return ret < 0 ? -1 : 0;
+}
+
+int slsvirt_mem_release(int fd, void *addr, size_t len, uint64_t *done)
+{
+	return slsvirt_mem_range(fd, SLSVIRT_IOC_MEM_RELEASE, addr, len, done);
+}
+
+int slsvirt_mem_reclaim(int fd, void *addr, size_t len, uint64_t *done)
+{
+	return slsvirt_mem_range(fd, SLSVIRT_IOC_MEM_RECLAIM, addr, len, done);
+}
+
+int slsvirt_mem_info(int fd, struct slsvirt_mem_info *mi)
+{
+	memset(mi, 0, sizeof(*mi));
+	return ioctl(fd, SLSVIRT_IOC_MEM_INFO, mi) < 0 ? -1 : 0;
 }

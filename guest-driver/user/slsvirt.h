@@ -16,6 +16,8 @@
  *   EBUSY     SLSVIRT_ASYNC_MAX tickets already queued on this fd
  *   ENOMSG    slsvirt_wait()/slsvirt_read_completions(): no ticket queued
  *   ETIMEDOUT slsvirt_wait(): the timeout passed first
+ *   ENOSPC    slsvirt_mem_reclaim(): over the host's memory ceiling
+ *   EOPNOTSUPP elastic memory: the device has no memory elasticity
  */
 #ifndef SLSVIRT_USER_H
 #define SLSVIRT_USER_H
@@ -75,6 +77,26 @@ int slsvirt_get_epoch(int fd, struct slsvirt_epoch_info *ei);
 
 /* Fill @info (flags and reserved are zeroed by the call). */
 int slsvirt_info(int fd, struct slsvirt_info *info);
+
+/*
+ * Elastic memory (see include/uapi/linux/slsvirt.h). slsvirt_mem_map() maps
+ * @len bytes (page multiple) of zero-filled elastic memory and returns its
+ * address, or NULL with errno (EOPNOTSUPP: the device has no memory
+ * elasticity); unmap it with munmap() (also while parts are released).
+ * slsvirt_mem_release() gives [addr, addr + len) to the host (touching it
+ * then raises SIGBUS), slsvirt_mem_reclaim() takes it back (it reads as
+ * zero). @done (may be NULL) receives how many bytes from @addr are in the
+ * requested state (all of them on success, a prefix on ENOSPC/EBUSY).
+ * errno: EINVAL (bad range, double release, reclaim of memory not released),
+ * ENOSPC (reclaim over the host's ceiling), EBUSY (host cannot free now),
+ * ENODEV, EOPNOTSUPP.
+ */
+void *slsvirt_mem_map(int fd, size_t len);
+int slsvirt_mem_release(int fd, void *addr, size_t len, uint64_t *done);
+int slsvirt_mem_reclaim(int fd, void *addr, size_t len, uint64_t *done);
+
+/* Memory elasticity as the device and driver see it (flags/reserved zeroed). */
+int slsvirt_mem_info(int fd, struct slsvirt_mem_info *mi);
 
 #ifdef __cplusplus
 }

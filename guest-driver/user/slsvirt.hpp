@@ -16,10 +16,12 @@
 #define SLSVIRT_USER_HPP
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <system_error>
 #include <utility>
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "slsvirt.h"
@@ -53,6 +55,7 @@ inline std::error_code last_error() noexcept
 using epoch_info = struct slsvirt_epoch_info;
 using device_info = struct slsvirt_info;	// "slsvirt_info" alone is the C function
 using completion = struct slsvirt_completion;
+using mem_info = struct slsvirt_mem_info;
 
 class device {
 public:
@@ -148,8 +151,78 @@ public:
 		return di;
 	}
 
+	result<mem_info> memory() const noexcept
+	{
+		mem_info mi;
+
+		if (::slsvirt_mem_info(fd_, &mi) < 0)
+			return last_error();
+		return mi;
+	}
+
+	// Give [addr, addr + len) of an elastic region to the host / take it
+	// back (reads as zero). @done: bytes from addr in the requested state.
+	std::error_code release(void *addr, std::size_t len,
+				std::uint64_t *done = nullptr) const noexcept
+	{
+		if (slsvirt_mem_release(fd_, addr, len, done) < 0)
+			return last_error();
+		return {};
+	}
+
+	std::error_code reclaim(void *addr, std::size_t len,
+				std::uint64_t *done = nullptr) const noexcept
+	{
+		if (slsvirt_mem_reclaim(fd_, addr, len, done) < 0)
+			return last_error();
+		return {};
+	}
+
 private:
 	int fd_ = -1;
+};
+
+// An elastic region of a device (RAII, move-only): unmapped on destruction,
+// also while parts of it are released.
+class elastic_region {
+public:
+	elastic_region() noexcept = default;
+	elastic_region(const elastic_region &) = delete;
+	elastic_region &operator=(const elastic_region &) = delete;
+	elastic_region(elastic_region &&o) noexcept
+		: addr_(std::exchange(o.addr_, nullptr)), len_(std::exchange(o.len_, 0)) {}
+	elastic_region &operator=(elastic_region &&o) noexcept
+	{
+		if (this != &o) {
+			reset();
+			addr_ = std::exchange(o.addr_, nullptr);
+			len_ = std::exchange(o.len_, 0);
+		}
+		return *this;
+	}
+	~elastic_region() { reset(); }
+
+	static result<elastic_region> map(const device &dev, std::size_t len) noexcept
+	{
+		void *p = slsvirt_mem_map(dev.fd(), len);
+
+		if (!p)
+			return last_error();
+		return elastic_region(p, len);
+	}
+
+	void *data() const noexcept { return addr_; }
+	std::size_t size() const noexcept { return len_; }
+	void reset() noexcept
+	{
+		if (addr_)
+			::munmap(std::exchange(addr_, nullptr), std::exchange(len_, 0));
+	}
+
+private:
+	elastic_region(void *addr, std::size_t len) noexcept : addr_(addr), len_(len) {}
+	void *addr_ = nullptr;
+	std::size_t len_ = 0;
 };
 
 // The error a completion carries (empty for a durable ticket).

@@ -1070,6 +1070,144 @@ int cmd_stats(Args &a)
 	}
 }
 
+// SIZE: bytes with an optional binary suffix K, M, G or T (QEMU's -m syntax, "512M").
+Result<uint64_t> parse_size(const std::string &opt, const std::string &v)
+{
+	char *end = nullptr;
+	errno = 0;
+	unsigned long long n = strtoull(v.c_str(), &end, 10);
+	if (v.empty() || v[0] == '-' || errno || end == v.c_str())
+		return make_error(-EINVAL, "%s: '%s' is not a size (e.g. 512M)", opt.c_str(), v.c_str());
+	unsigned shift = 0;
+	std::string suffix = end;
+	if (suffix == "K" || suffix == "k")
+		shift = 10;
+	else if (suffix == "M" || suffix == "m")
+		shift = 20;
+	else if (suffix == "G" || suffix == "g")
+		shift = 30;
+	else if (suffix == "T" || suffix == "t")
+		shift = 40;
+	else if (!suffix.empty() && suffix != "B" && suffix != "b")
+		return make_error(-EINVAL, "%s: '%s': unknown suffix (K, M, G or T)", opt.c_str(), v.c_str());
+	if (shift && n > (~0ull >> shift))
+		return make_error(-ERANGE, "%s: '%s' is too large", opt.c_str(), v.c_str());
+	return static_cast<uint64_t>(n << shift);
+}
+
+std::string fmt_bytes(uint64_t b)
+{
+	if (b >= (1ull << 30))
+		return strf("%.2f GiB", static_cast<double>(b) / (1ull << 30));
+	if (b >= (1ull << 20))
+		return strf("%.1f MiB", static_cast<double>(b) / (1ull << 20));
+	return strf("%.1f KiB", static_cast<double>(b) / 1024);
+}
+
+// VmRSS of @pid in bytes (0 if unknown).
+uint64_t process_rss(pid_t pid)
+{
+	auto st = read_small_file(strf("/proc/%ld/status", static_cast<long>(pid)), 1 << 16);
+	if (!st)
+		return 0;
+	auto at = st->find("VmRSS:");
+	return at == std::string::npos ? 0 : strtoull(st->c_str() + at + 6, nullptr, 10) * 1024;
+}
+
+void print_mem(const nlohmann::json &m, pid_t pid)
+{
+	auto u = [&](const char *k) { return m.contains(k) ? m[k].get<uint64_t>() : 0; };
+	uint64_t ram = u("ram-size");
+	printf("guest RAM        %s\n", fmt_bytes(ram).c_str());
+	printf("target           %s in use (%s released asked)\n", fmt_bytes(u("target-size")).c_str(),
+	       fmt_bytes(ram - std::min(ram, u("target-size"))).c_str());
+	printf("ceiling          %s\n", fmt_bytes(u("ceiling")).c_str());
+	if (m.contains("guest-free"))
+		printf("guest reports    %s free, %s used\n", fmt_bytes(u("guest-free")).c_str(),
+		       fmt_bytes(u("guest-used")).c_str());
+	else
+		printf("guest reports    nothing yet (driver not loaded?)\n");
+	printf("released         %s in %llu ranges (%llu releases, %llu reclaims)\n", fmt_bytes(u("released")).c_str(),
+	       static_cast<unsigned long long>(u("released-ranges")), static_cast<unsigned long long>(u("releases")),
+	       static_cast<unsigned long long>(u("reclaims")));
+	printf("host resident    %s of guest RAM", fmt_bytes(u("resident")).c_str());
+	if (uint64_t rss = pid ? process_rss(pid) : 0)
+		printf("; QEMU RSS %s", fmt_bytes(rss).c_str());
+	printf("\n");
+}
+
+int cmd_mem(Args &a)
+{
+	auto vm = need_vm(a);
+	if (!vm)
+		return fail(vm.message());
+	std::optional<uint64_t> target, ceiling;
+	double wait_s = 0;
+	if (a.has("--target")) {
+		auto t = parse_size("--target", a.get("--target"));
+		if (!t)
+			return fail(t.message());
+		target = *t;
+	}
+	if (a.has("--ceiling")) {
+		auto c = parse_size("--ceiling", a.get("--ceiling"));
+		if (!c)
+			return fail(c.message());
+		ceiling = *c;
+	}
+	if (a.has("--wait")) {
+		if (!target)
+			return fail("--wait needs --target");
+		auto w = parse_seconds("--wait", a.get("--wait"));
+		if (!w)
+			return fail(w.message());
+		wait_s = *w;
+	}
+	auto q = QmpClient::connect(qmp_path(a, *vm), 10000);
+	if (!q)
+		return fail(q.message());
+	// The ceiling first: a target below a lowered ceiling is then asked for once.
+	if (ceiling) {
+		auto r = q->execute("sls-mem-ceiling", {{"size", *ceiling}});
+		if (!r)
+			return fail("sls-mem-ceiling: " + r.message());
+	}
+	uint64_t t0 = mono_ms();
+	if (target) {
+		auto r = q->execute("sls-mem-target", {{"size", *target}});
+		if (!r)
+			return fail("sls-mem-target: " + r.message());
+	}
+	auto m = q->execute("query-sls-mem");
+	if (!m)
+		return fail("query-sls-mem: " + m.message());
+	if (wait_s > 0) {
+		// Until the guest has released what the target asks (or taken it back).
+		uint64_t want = (*m)["ram-size"].get<uint64_t>() - std::min((*m)["ram-size"].get<uint64_t>(), *target);
+		bool shrink = (*m)["released"].get<uint64_t>() < want;
+		for (;;) {
+			uint64_t rel = (*m)["released"].get<uint64_t>();
+			if (shrink ? rel >= want : rel <= want)
+				break;
+			if (mono_ms() - t0 > static_cast<uint64_t>(wait_s * 1000)) {
+				print_mem(*m, live_qemu(a, *vm));
+				return fail(strf("the guest did not reach the target within %.1f s (released %s, asked %s)", wait_s,
+						 fmt_bytes(rel).c_str(), fmt_bytes(want).c_str()));
+			}
+			sleep_ms(5);
+			m = q->execute("query-sls-mem");
+			if (!m)
+				return fail("query-sls-mem: " + m.message());
+		}
+		printf("target reached in %llu ms\n", static_cast<unsigned long long>(mono_ms() - t0));
+	}
+	if (a.has("--json"))
+		printf("%s\n", m->dump(2).c_str());
+	else
+		print_mem(*m, live_qemu(a, *vm));
+	return 0;
+}
+
 const Command kCommands[] = {
 	{"run", "VM [options]",
 	 "Start VM: ensures slsvirtd runs, saves the VM's config in <store-root>/VM/vm.conf and starts QEMU.\n"
@@ -1137,6 +1275,15 @@ const Command kCommands[] = {
 	 "histogram, pages per epoch, write bandwidth, backlog, adaptive period.",
 	 {{"--json", nullptr, "print the raw JSON"}, {"--watch", "S", "repeat every S seconds"}},
 	 cmd_stats},
+	{"mem", "VM [--target SIZE] [--ceiling SIZE] [--wait S] [--json]",
+	 "Memory elasticity: ask the guest to shrink or grow to --target SIZE of RAM in use (QMP\n"
+	 "sls-mem-target), set the --ceiling SIZE it may never exceed, then show guest-reported\n"
+	 "free/used, released bytes and ranges, and host RSS (QMP query-sls-mem). SIZE: 512M, 1G, ...",
+	 {{"--target", "SIZE", "RAM the guest should keep in use"},
+	  {"--ceiling", "SIZE", "most RAM the guest may use (reclaims beyond it are refused)"},
+	  {"--wait", "S", "with --target: wait up to S seconds until the guest released that much"},
+	  {"--json", nullptr, "print the raw JSON"}},
+	 cmd_mem},
 };
 
 void print_main_help()

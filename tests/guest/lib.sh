@@ -149,9 +149,10 @@ show_logs() {
 	echo "----"
 }
 
-# check_verdict: QEMU must exit 33 (isa-debug-exit PASS) with the PASS marker.
+# check_verdict [NAME]: QEMU must exit 33 (isa-debug-exit PASS) with the
+# marker "SLS: NAME PASS" (default ioctl-test).
 check_verdict() {
-	local marker="SLS: ioctl-test PASS"
+	local marker="SLS: ${1:-ioctl-test} PASS"
 
 	grep -a '^SLS: ' "$CONSOLE" 2>/dev/null | sed 's/^/  /' || true
 	if [ "$QEMU_RC" = 124 ] || [ "$QEMU_RC" = 137 ]; then

@@ -66,7 +66,7 @@ protected:
 
 TEST_F(SlsctlTest, EverySubcommandHasHelp)
 {
-	for (const char *c : {"run", "checkpoint", "restore", "ls", "verify", "stats", "prepare"}) {
+	for (const char *c : {"run", "checkpoint", "restore", "ls", "verify", "stats", "prepare", "mem", "clone", "working-set"}) {
 		CmdResult r = slsctl(std::string(c) + " --help");
 		EXPECT_EQ(r.status, 0) << c;
 		EXPECT_NE(r.out.find("usage: slsctl"), std::string::npos) << c << ": " << r.out;
@@ -75,6 +75,22 @@ TEST_F(SlsctlTest, EverySubcommandHasHelp)
 	EXPECT_EQ(slsctl("--help").status, 0);
 	EXPECT_NE(slsctl("frobnicate").status, 0);
 	EXPECT_NE(slsctl("ls vm --bogus").status, 0);
+}
+
+// slsctl mem: bad sizes and option combinations are refused before QMP is
+// touched; a VM that does not run is a clear error, not a hang.
+TEST_F(SlsctlTest, MemArguments)
+{
+	for (const char *bad : {"--target 12X", "--target -5M", "--target M", "--ceiling 99999999999T",
+				"--wait 5", "--target 1G --wait 0"}) {
+		CmdResult r = slsctl(std::string("mem vm ") + bad + opts);
+		EXPECT_EQ(r.status, 1) << bad << ": " << r.out;
+		EXPECT_NE(r.out.find("slsctl: error:"), std::string::npos) << bad << ": " << r.out;
+	}
+	CmdResult r = slsctl("mem vm --target 512M" + opts);
+	EXPECT_EQ(r.status, 1) << r.out;
+	EXPECT_NE(r.out.find(".qmp"), std::string::npos) << r.out;
+	EXPECT_NE(slsctl("mem" + opts).status, 0);
 }
 
 TEST_F(SlsctlTest, LsAndVerify)

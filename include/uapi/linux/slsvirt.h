@@ -139,6 +139,62 @@ struct slsvirt_epoch_info {
 };
 
 /*
+ * Elastic memory (devices with memory elasticity; otherwise mmap() and the
+ * SLSVIRT_IOC_MEM_* ioctls fail with -EOPNOTSUPP).
+ *
+ * mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) on /dev/slsvirt
+ * maps an elastic region: ordinary guest memory, zero-filled, populated on
+ * first touch. len is at most the guest's RAM; the offset must be 0;
+ * MAP_PRIVATE is refused (-EINVAL). The region is not inherited by fork()
+ * children and cannot be split (a partial munmap()/mprotect() fails with
+ * -EINVAL); munmap() of the whole region is always allowed, also while parts
+ * of it are released.
+ *
+ * SLSVIRT_IOC_MEM_RELEASE gives the pages of [addr, addr + len) back to the
+ * host (its memory for them is freed at once); SLSVIRT_IOC_MEM_RECLAIM takes
+ * them back. Between the two, touching the range raises SIGBUS. After
+ * RECLAIM the range reads as zero. Both work in page order from addr and in
+ * batches: @done is how many bytes from addr are in the requested state when
+ * the call returns (= len on success; on an error, a prefix may have been
+ * applied).
+ * Errors:
+ *   -EINVAL  flags/reserved non-zero; addr or len not page aligned, len 0,
+ *            the range not wholly inside one elastic region; RELEASE of a
+ *            range any page of which is already released, RECLAIM of one
+ *            any page of which is not released (nothing applied)
+ *   -ENOSPC  RECLAIM: the host's ceiling does not allow this much memory in
+ *            use (the rest of the range stays released)
+ *   -EBUSY   RELEASE: the host cannot free memory now
+ *   -ENODEV  the device was removed; -EFAULT bad pointer
+ */
+struct slsvirt_mem_range {
+	__u64 addr;		/* in: start, page aligned, in an elastic region */
+	__u64 len;		/* in: bytes, page aligned, > 0 */
+	__u32 flags;		/* in: must be 0 */
+	__u32 reserved0;	/* in: must be 0 */
+	__u64 done;		/* out: bytes from addr now in the requested state */
+	__u64 reserved[2];	/* in: must be 0 */
+};
+
+/*
+ * SLSVIRT_IOC_MEM_INFO: memory elasticity as the device and the driver see
+ * it. Sizes in bytes. in: flags and reserved must be zero.
+ */
+struct slsvirt_mem_info {
+	__u32 flags;		/* in: must be 0 */
+	__u32 reserved0;	/* in: must be 0 */
+	__u64 ram;		/* out: the guest's main RAM (device) */
+	__u64 released;		/* out: released to the host now (device) */
+	__u64 target_released;	/* out: how much the host asks to be released */
+	__u64 ceiling;		/* out: most RAM the host lets the guest use */
+	__u64 driver_released;	/* out: released by the driver to follow the target */
+	__u64 region_released;	/* out: given to the host from elastic regions (touched
+				 * pages only: untouched ones cost the host nothing) */
+	__u64 shrinker_reclaimed; /* out: given back under memory pressure so far */
+	__u64 reserved[4];	/* in: must be 0 */
+};
+
+/*
  * SLSVIRT_IOC_GET_GENERATION: the VM's instance generation. It changes
  * whenever the VM becomes a new instance of saved state: restored from an
  * epoch, or started as one of several clones of one epoch (which then run
@@ -163,6 +219,9 @@ struct slsvirt_generation {
 #define SLSVIRT_IOC_GET_INFO	_IOWR(SLSVIRT_IOC_MAGIC, 0x00, struct slsvirt_info)
 #define SLSVIRT_IOC_PERSIST	_IOWR(SLSVIRT_IOC_MAGIC, 0x01, struct slsvirt_persist)
 #define SLSVIRT_IOC_GET_EPOCH	_IOWR(SLSVIRT_IOC_MAGIC, 0x02, struct slsvirt_epoch_info)
-#define SLSVIRT_IOC_GET_GENERATION _IOWR(SLSVIRT_IOC_MAGIC, 0x03, struct slsvirt_generation)
+#define SLSVIRT_IOC_MEM_RELEASE	_IOWR(SLSVIRT_IOC_MAGIC, 0x03, struct slsvirt_mem_range)
+#define SLSVIRT_IOC_MEM_RECLAIM	_IOWR(SLSVIRT_IOC_MAGIC, 0x04, struct slsvirt_mem_range)
+#define SLSVIRT_IOC_MEM_INFO	_IOWR(SLSVIRT_IOC_MAGIC, 0x05, struct slsvirt_mem_info)
+#define SLSVIRT_IOC_GET_GENERATION _IOWR(SLSVIRT_IOC_MAGIC, 0x06, struct slsvirt_generation)
 
 #endif /* _UAPI_LINUX_SLSVIRT_H */

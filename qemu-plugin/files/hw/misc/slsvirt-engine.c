@@ -337,10 +337,12 @@ static int slsvirt_add_block(RAMBlock *rb, void *opaque)
     g_free(b->cow_claim);
     g_free(b->cow_done);
     g_free(b->cow_same);
+    g_free(b->released);
     b->dirty = bitmap_new(b->length / SLS_PAGE_SIZE);
     b->cow_claim = bitmap_new(b->length / SLS_PAGE_SIZE);
     b->cow_done = bitmap_new(b->length / SLS_PAGE_SIZE);
     b->cow_same = bitmap_new(b->length / SLS_PAGE_SIZE);
+    b->released = bitmap_new(b->length / SLS_PAGE_SIZE);
     e->staging_size += b->length;
     return 0;
 }
@@ -691,7 +693,6 @@ static void slsvirt_send_epoch(SlsvirtState *s, uint64_t epoch, bool full,
                nr_pages * sizeof(uint64_t));
     }
 
-    e->need_full = false;
     e->last_epoch_pages = full ? e->staging_size / SLS_PAGE_SIZE : nr_pages;
     e->epochs_full += full;
     if (!slsvirt_send(s, SLS_MSG_EPOCH, msg, msg_len, -1, &err)) {
@@ -721,6 +722,138 @@ static bool slsvirt_copy_if_changed(SlsvirtEngine *e, SlsvirtRamBlock *b,
     }
     memcpy(dst, b->host + off, SLS_PAGE_SIZE);
     return false;
+}
+
+/*
+ * Staging for a FULL capture of @b without its released pages: those are
+ * zero in staging and are not read from RAM (reading a discarded page of a
+ * shared memory backend would allocate it again). Called with the vCPUs
+ * paused. With @copy false only the released pages are zeroed and taken
+ * out of @b->dirty (copy-before-write copies the rest after resuming).
+ */
+static void slsvirt_full_block(SlsvirtState *s, SlsvirtRamBlock *b, bool copy)
+{
+    SlsvirtEngine *e = &s->engine;
+    uint64_t nbits = 0, npages = qemu_ram_get_max_length(b->rb) / SLS_PAGE_SIZE;
+    const unsigned long *released = slsvirt_mem_released_of(s, b->rb, &nbits);
+    uint8_t *staging = e->staging + b->staging_offset;
+    uint64_t p = 0, end, zeroed = 0;
+
+    if (!released) {
+        if (copy) {
+            memcpy(staging, b->host, qemu_ram_get_max_length(b->rb));
+        }
+        return;
+    }
+    nbits = MIN(nbits, npages);
+    while (p < npages) {
+        /* [p, end) in use, then [end, next) released */
+        uint64_t next;
+
+        end = p < nbits ? find_next_bit(released, nbits, p) : npages;
+        end = MIN(end, npages);
+        if (copy && end > p) {
+            memcpy(staging + p * SLS_PAGE_SIZE, b->host + p * SLS_PAGE_SIZE,
+                   (end - p) * SLS_PAGE_SIZE);
+        }
+        if (end >= npages) {
+            break;
+        }
+        next = find_next_zero_bit(released, nbits, end);
+        memset(staging + end * SLS_PAGE_SIZE, 0, (next - end) * SLS_PAGE_SIZE);
+        if (!copy) {
+            bitmap_clear(b->dirty, end, next - end);
+        }
+        zeroed += next - end;
+        p = next;
+    }
+    trace_slsvirt_mem_capture_full(zeroed);
+}
+
+void slsvirt_engine_mem_released(SlsvirtState *s, RAMBlock *rb,
+                                 uint64_t first, uint64_t npages)
+{
+    SlsvirtEngine *e = &s->engine;
+    unsigned i;
+
+    /*
+     * The pages changed (to zero) behind the dirty log. The next epoch
+     * lists them, with zeros in staging (slsvirt_zero_released): hostd
+     * stores listed all-zero pages of a delta as ZERO index entries, no
+     * data, so the release is recorded in that epoch and a restore of it
+     * or a later one never brings the old bytes back. Called under the
+     * BQL, like the capture: a release lands wholly before or after a cut.
+     */
+    for (i = 0; i < e->nr_blocks; i++) {
+        SlsvirtRamBlock *b = &e->blocks[i];
+
+        if (b->rb == rb && first + npages <= b->length / SLS_PAGE_SIZE) {
+            bitmap_set(b->released, first, npages);
+            return;
+        }
+    }
+    /* Not laid out yet: the first capture is FULL anyway. */
+}
+
+/* Is page @p of @b released now? (Main RAM only; under the BQL.) */
+static bool slsvirt_page_released(SlsvirtState *s, SlsvirtRamBlock *b,
+                                  uint64_t p)
+{
+    uint64_t nbits = 0;
+    const unsigned long *released = slsvirt_mem_released_of(s, b->rb, &nbits);
+
+    return released && p < nbits && test_bit(p, released);
+}
+
+/*
+ * At the cut (vCPUs paused): add the pages released since the last cut to
+ * @b's copy set; returns how many were not in it already.
+ */
+static uint64_t slsvirt_take_released(SlsvirtRamBlock *b)
+{
+    unsigned long n = b->length / SLS_PAGE_SIZE, p;
+    uint64_t added = 0;
+
+    for (p = find_first_bit(b->released, n); p < n;
+         p = find_next_bit(b->released, n, p + 1)) {
+        added += !test_and_set_bit(p, b->dirty);
+    }
+    bitmap_zero(b->released, n);
+    return added;
+}
+
+/*
+ * Pages of a delta's copy set that are released now are zero: put zeros
+ * in staging instead of reading them (reading a discarded page of a shared
+ * memory backend would allocate it again). With @cow, mark them copied so
+ * the window leaves them alone. Called with the vCPUs paused.
+ */
+static void slsvirt_zero_released(SlsvirtState *s, SlsvirtRamBlock *b,
+                                  bool cow)
+{
+    uint64_t nbits = 0, n = b->length / SLS_PAGE_SIZE, p, zeroed = 0;
+    const unsigned long *released = slsvirt_mem_released_of(s, b->rb, &nbits);
+
+    if (!released) {
+        return;
+    }
+    nbits = MIN(nbits, n);
+    for (p = find_first_bit(released, nbits); p < nbits;
+         p = find_next_bit(released, nbits, p + 1)) {
+        if (!test_bit(p, b->dirty)) {
+            continue;
+        }
+        memset(s->engine.staging + b->staging_offset + p * SLS_PAGE_SIZE, 0,
+               SLS_PAGE_SIZE);
+        if (cow) {
+            set_bit(p, b->cow_claim);
+            set_bit(p, b->cow_done);
+        }
+        zeroed++;
+    }
+    if (zeroed) {
+        trace_slsvirt_mem_capture_delta(zeroed);
+    }
 }
 
 /* ---- copy-before-write ----------------------------------------------- */
@@ -833,10 +966,11 @@ static void slsvirt_cow_free(SlsvirtEngine *e)
 }
 
 /* Called with the vCPUs paused, after harvesting into b->dirty. */
-static void slsvirt_cow_open(SlsvirtEngine *e, uint64_t epoch, bool full,
+static void slsvirt_cow_open(SlsvirtState *s, uint64_t epoch, bool full,
                              uint64_t dirty, uint8_t *devstate,
                              size_t devstate_len)
 {
+    SlsvirtEngine *e = &s->engine;
     unsigned i;
 
     for (i = 0; i < e->nr_blocks; i++) {
@@ -845,10 +979,14 @@ static void slsvirt_cow_open(SlsvirtEngine *e, uint64_t epoch, bool full,
 
         if (full) {
             bitmap_fill(b->dirty, n);
+            slsvirt_full_block(s, b, false);
         }
         bitmap_zero(b->cow_claim, n);
         bitmap_zero(b->cow_done, n);
         bitmap_zero(b->cow_same, n);
+        if (!full) {
+            slsvirt_zero_released(s, b, true);
+        }
     }
     e->cow_epoch = epoch;
     e->cow_full = full;
@@ -1029,6 +1167,10 @@ static void slsvirt_capture_bh(void *opaque)
     }
 
     full = e->need_full || !e->tracking;
+    /* Cleared at the cut, not when the epoch is sent: a RELEASE during a
+     * copy window asks for the next capture to be FULL again. Every path
+     * that loses this epoch sets it again (slsvirt_fail_epochs). */
+    e->need_full = false;
     if (!slsvirt_tracking_start(s, &err)) {
         goto resume;
     }
@@ -1042,6 +1184,13 @@ static void slsvirt_capture_bh(void *opaque)
         }
     }
     memory_global_after_dirty_log_sync();
+    /* Releases since the last cut belong to this epoch (FULL: already). */
+    for (i = 0; i < e->nr_blocks; i++) {
+        uint64_t added = slsvirt_take_released(&e->blocks[i]);
+
+        dirty += full ? 0 : added;
+    }
+    /* ... and are written pages to a lazy restore (never from the store) */
     slsvirt_lazy_note_dirty(e);
     t_harvested = get_clock();
 
@@ -1061,14 +1210,18 @@ static void slsvirt_capture_bh(void *opaque)
             uint8_t *dst = e->staging + b->staging_offset;
             unsigned long p;
 
-            if (!e->lazy) {
-                memcpy(dst, b->host, qemu_ram_get_max_length(b->rb));
-            }
-            for (p = 0; e->lazy && p < b->length / SLS_PAGE_SIZE; p++) {
-                if (!slsvirt_lazy_copy_page(e, b, p, dst + p * SLS_PAGE_SIZE)) {
-                    memcpy(dst + p * SLS_PAGE_SIZE,
-                           b->host + p * SLS_PAGE_SIZE, SLS_PAGE_SIZE);
+            if (e->lazy) {
+                for (p = 0; p < b->length / SLS_PAGE_SIZE; p++) {
+                    if (!slsvirt_lazy_copy_page(e, b, p,
+                                                dst + p * SLS_PAGE_SIZE)) {
+                        memcpy(dst + p * SLS_PAGE_SIZE,
+                               b->host + p * SLS_PAGE_SIZE, SLS_PAGE_SIZE);
+                    }
                 }
+                /* released pages: zero in staging */
+                slsvirt_full_block(s, b, false);
+            } else {
+                slsvirt_full_block(s, b, true);
             }
             bitmap_zero(b->dirty, b->length / SLS_PAGE_SIZE);
         }
@@ -1079,6 +1232,7 @@ static void slsvirt_capture_bh(void *opaque)
             unsigned long n = b->length / SLS_PAGE_SIZE;
             unsigned long p;
 
+            slsvirt_zero_released(s, b, false);
             for (p = find_first_bit(b->dirty, n); p < n;
                  p = find_next_bit(b->dirty, n, p + 1)) {
                 uint64_t off = (uint64_t)p * SLS_PAGE_SIZE;
@@ -1089,7 +1243,9 @@ static void slsvirt_capture_bh(void *opaque)
                                "during capture");
                     goto resume;
                 }
-                if (slsvirt_copy_if_changed(e, b, off)) {
+                /* Released pages are zero in staging already: listed. */
+                if (!slsvirt_page_released(s, b, p) &&
+                    slsvirt_copy_if_changed(e, b, off)) {
                     e->unchanged_pages++;
                     dirty--;
                     continue;
@@ -1104,7 +1260,7 @@ static void slsvirt_capture_bh(void *opaque)
     devstate = slsvirt_save_devices(&devstate_len, &err);
     t_saved = get_clock();
     if (devstate && cow) {
-        slsvirt_cow_open(e, epoch, full, dirty, g_steal_pointer(&devstate),
+        slsvirt_cow_open(s, epoch, full, dirty, g_steal_pointer(&devstate),
                          devstate_len);
     }
 
@@ -1433,6 +1589,12 @@ static uint64_t slsvirt_engine_restore(SlsvirtState *s, uint64_t epoch,
     if (!slsvirt_load_devices(reply + sizeof(ack), devstate_len, errp)) {
         return 0;
     }
+    /*
+     * Device post_load handlers may read guest RAM, so RAM was filled
+     * first -- including pages the restored state has released (zeros in
+     * a FULL epoch's image). Give those back to the host again now.
+     */
+    slsvirt_mem_discard_released(s);
 
     /* The restored state is epoch @restored itself: it is durable (in the
      * source's store, for a clone). Guest waiters that were blocked in

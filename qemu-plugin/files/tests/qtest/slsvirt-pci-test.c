@@ -1,6 +1,7 @@
 /*
  * QTest for the slsvirt-pci device: registers, hostile accesses, doorbell
- * storms, and the checkpoint handshake against a minimal in-test hostd.
+ * storms, the checkpoint handshake against a minimal in-test hostd, and
+ * memory elasticity (RELEASE/RECLAIM of guest RAM ranges).
  *
  * Copyright (c) 2026 The slsvirt authors
  *
@@ -31,16 +32,23 @@ typedef struct Fixture {
     QPCIBar bar;
 } Fixture;
 
-static void fixture_start(Fixture *f, const char *socket_path)
+static void fixture_start_args(Fixture *f, const char *socket_path,
+                               const char *extra)
 {
     /* cow-max-pages: the copy-before-write test cuts 32 MiB deltas */
     f->qts = qtest_initf("-nodefaults -device slsvirt-pci,addr=04.0,vm=qtest,"
-                         "cow-max-pages=65536,socket=%s", socket_path);
+                         "cow-max-pages=65536,socket=%s%s", socket_path,
+                         extra);
     f->bus = qpci_new_pc(f->qts, NULL);
     f->dev = qpci_device_find(f->bus, SLS_DEVFN);
     g_assert(f->dev);
     qpci_device_enable(f->dev);
     f->bar = qpci_iomap(f->dev, SLSVIRT_BAR_REGS, NULL);
+}
+
+static void fixture_start(Fixture *f, const char *socket_path)
+{
+    fixture_start_args(f, socket_path, "");
 }
 
 static void fixture_stop(Fixture *f)
@@ -77,7 +85,8 @@ static void test_identity(void)
     g_assert_cmphex(rd32(&f, SLSVIRT_REG_MAGIC), ==, SLSVIRT_HW_MAGIC);
     g_assert_cmpuint(rd32(&f, SLSVIRT_REG_VERSION), ==, SLSVIRT_HW_VERSION);
     g_assert_cmphex(rd32(&f, SLSVIRT_REG_FEATURES), ==,
-                    SLSVIRT_F_PERSIST | SLSVIRT_F_GENERATION);
+                    SLSVIRT_F_PERSIST | SLSVIRT_F_MEMORY |
+                    SLSVIRT_F_GENERATION);
     g_assert_cmpuint(rd32(&f, SLSVIRT_REG_STATUS), ==, 0);
     /* Generation 0 until the VM is restored or cloned. */
     g_assert_cmpuint(rd64(&f, SLSVIRT_REG_GENERATION), ==, 0);
@@ -109,7 +118,7 @@ static void test_hostile_accesses(void)
         SLSVIRT_REG_CURRENT_EPOCH, SLSVIRT_REG_GENERATION, 0x800,
         SLSVIRT_REGS_SIZE - 4,
     };
-    static const uint32_t bad_cmds[] = { 0, 2, 0x80000000u, 0xffffffffu };
+    static const uint32_t bad_cmds[] = { 0, 4, 0x80000000u, 0xffffffffu };
     uint32_t bad = 0;
     Fixture f;
     size_t i;
@@ -538,6 +547,21 @@ static void test_unchanged_pages(void)
 }
 
 /*
+ * A fake host that watches @npages pages from @addr and a device attached
+ * to it, with a first durable epoch behind it: the start of both
+ * copy-window tests.
+ */
+static void cow_start(FakeHost *h, Fixture *f, uint64_t addr, uint64_t npages)
+{
+    fake_host_start(h, 0);
+    h->watch_lo = addr / SLS_PAGE_SIZE;
+    h->watch_hi = h->watch_lo + npages;
+    fixture_start(f, h->path);
+    doorbell(f, SLSVIRT_CMD_PERSIST);
+    wait_epoch(f, SLSVIRT_REG_DURABLE_EPOCH, rd64(f, SLSVIRT_REG_TARGET_EPOCH));
+}
+
+/*
  * Copy-before-write: the epoch's pages are copied into staging after the
  * machine resumes, so a write that lands while they are being copied must
  * not reach the epoch. Fill 32 MiB with 0xa1, cut an epoch, overwrite it
@@ -555,12 +579,7 @@ static void test_copy_before_write(void)
     Fixture f;
     int attempt;
 
-    fake_host_start(&h, 0);
-    h.watch_lo = addr / SLS_PAGE_SIZE;
-    h.watch_hi = h.watch_lo + npages;
-    fixture_start(&f, h.path);
-    doorbell(&f, SLSVIRT_CMD_PERSIST);
-    wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, rd64(&f, SLSVIRT_REG_TARGET_EPOCH));
+    cow_start(&h, &f, addr, npages);
 
     for (attempt = 0; attempt < 10 && !writer_copies; attempt++) {
         QDict *rsp;
@@ -644,6 +663,528 @@ static void test_failed_epoch(void)
     fake_host_stop(&h);
 }
 
+
+/* ---- memory elasticity ------------------------------------------------- */
+
+#define MEM_PAGE        SLSVIRT_MEM_PAGE_SIZE
+#define QTEST_RAM       (128 * 1024 * 1024)     /* the pc machine's default */
+#define DESC_AT         0x3000000               /* descriptor array, in RAM */
+
+typedef struct MemRange {
+    uint64_t gpa, len;
+} MemRange;
+
+/* Write a batch's descriptors at @at, ring @cmd, return CMD_STATUS. */
+static uint32_t mem_batch_at(Fixture *f, uint32_t cmd, uint64_t at,
+                             const MemRange *r, uint32_t n)
+{
+    uint32_t i;
+
+    for (i = 0; i < n; i++) {
+        qtest_writeq(f->qts, at + i * 16, r[i].gpa);
+        qtest_writeq(f->qts, at + i * 16 + 8, r[i].len);
+    }
+    qpci_io_writeq(f->dev, f->bar, SLSVIRT_REG_MEM_DESC_ADDR, at);
+    qpci_io_writel(f->dev, f->bar, SLSVIRT_REG_MEM_DESC_COUNT, n);
+    doorbell(f, cmd);
+    return rd32(f, SLSVIRT_REG_CMD_STATUS);
+}
+
+static uint32_t mem_batch(Fixture *f, uint32_t cmd, const MemRange *r,
+                          uint32_t n)
+{
+    return mem_batch_at(f, cmd, DESC_AT, r, n);
+}
+
+static uint32_t mem_one(Fixture *f, uint32_t cmd, uint64_t gpa, uint64_t len)
+{
+    MemRange r = { gpa, len };
+
+    return mem_batch(f, cmd, &r, 1);
+}
+
+static bool all_bytes(Fixture *f, uint64_t addr, uint64_t len, uint8_t v)
+{
+    g_autofree uint8_t *buf = g_malloc(len);
+    uint64_t i;
+
+    qtest_memread(f->qts, addr, buf, len);
+    for (i = 0; i < len; i++) {
+        if (buf[i] != v) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static QDict *qmp_ok(Fixture *f, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+static QDict *qmp_ok(Fixture *f, const char *fmt, ...)
+{
+    va_list ap;
+    QDict *rsp;
+
+    va_start(ap, fmt);
+    rsp = qtest_vqmp(f->qts, fmt, ap);
+    va_end(ap);
+    g_assert(qdict_haskey(rsp, "return"));
+    return rsp;
+}
+
+static int64_t query_mem(Fixture *f, const char *key)
+{
+    QDict *rsp = qmp_ok(f, "{'execute': 'query-sls-mem'}");
+    int64_t v = qdict_get_int(qdict_get_qdict(rsp, "return"), key);
+
+    qobject_unref(rsp);
+    return v;
+}
+
+/* Release written memory, read it back as zero, reclaim it. */
+static void test_mem_release_reclaim(void)
+{
+    const uint64_t addr = 0x2000000, len = 256 * 1024;
+    const MemRange two[] = {
+        { addr, MEM_PAGE }, { addr + 2 * MEM_PAGE, 2 * MEM_PAGE },
+    };
+    Fixture f;
+
+    fixture_start(&f, "/nonexistent/slsvirtd.sock");
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_RAM_PAGES), ==,
+                     QTEST_RAM / MEM_PAGE);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_CEILING_PAGES), ==,
+                     QTEST_RAM / MEM_PAGE);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_RELEASED_PAGES), ==, 0);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_TARGET_PAGES), ==, 0);
+
+    qtest_memset(f.qts, addr, 0x5c, len);
+    g_assert(all_bytes(&f, addr, len, 0x5c));
+    g_assert_cmpuint(mem_one(&f, SLSVIRT_CMD_RELEASE, addr, len), ==,
+                     SLSVIRT_ST_OK);
+    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_MEM_DONE), ==, 1);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_RELEASED_PAGES), ==,
+                     len / MEM_PAGE);
+    /* Discarded at once: anonymous RAM reads back as zero. */
+    g_assert(all_bytes(&f, addr, len, 0));
+    g_assert_cmpuint(query_mem(&f, "released"), ==, len);
+    g_assert_cmpuint(query_mem(&f, "released-ranges"), ==, 1);
+    g_assert_cmpuint(query_mem(&f, "resident"), <=,
+                     QTEST_RAM - len);
+
+    g_assert_cmpuint(mem_one(&f, SLSVIRT_CMD_RECLAIM, addr, len), ==,
+                     SLSVIRT_ST_OK);
+    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_MEM_DONE), ==, 1);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_RELEASED_PAGES), ==, 0);
+    g_assert(all_bytes(&f, addr, len, 0));
+
+    /* Two ranges, one doorbell. */
+    qtest_memset(f.qts, addr, 0x77, 4 * MEM_PAGE);
+    g_assert_cmpuint(mem_batch(&f, SLSVIRT_CMD_RELEASE, two, 2), ==,
+                     SLSVIRT_ST_OK);
+    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_MEM_DONE), ==, 2);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_RELEASED_PAGES), ==, 3);
+    g_assert_cmpuint(query_mem(&f, "released-ranges"), ==, 2);
+    g_assert(all_bytes(&f, addr + MEM_PAGE, MEM_PAGE, 0x77));
+    g_assert_cmpuint(mem_batch(&f, SLSVIRT_CMD_RECLAIM, two, 2), ==,
+                     SLSVIRT_ST_OK);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_RELEASED_PAGES), ==, 0);
+    g_assert_cmpuint(query_mem(&f, "releases"), ==, 2);
+    g_assert_cmpuint(query_mem(&f, "reclaims"), ==, 2);
+    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_BAD_ACCESSES), ==, 0);
+    fixture_stop(&f);
+}
+
+/*
+ * The guest's own account of its memory: shown by query-sls-mem once
+ * written (8-byte or two 4-byte halves), clamped to the RAM size.
+ */
+static void test_mem_guest_stats(void)
+{
+    const uint64_t ram_pages = QTEST_RAM / MEM_PAGE;
+    QDict *rsp;
+    Fixture f;
+
+    fixture_start(&f, "/nonexistent/slsvirtd.sock");
+    rsp = qmp_ok(&f, "{'execute': 'query-sls-mem'}");
+    g_assert(!qdict_haskey(qdict_get_qdict(rsp, "return"), "guest-free"));
+    qobject_unref(rsp);
+
+    qpci_io_writeq(f.dev, f.bar, SLSVIRT_REG_MEM_GUEST_FREE, 1000);
+    qpci_io_writel(f.dev, f.bar, SLSVIRT_REG_MEM_GUEST_USED, 2000);
+    qpci_io_writel(f.dev, f.bar, SLSVIRT_REG_MEM_GUEST_USED + 4, 0);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_GUEST_FREE), ==, 1000);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_GUEST_USED), ==, 2000);
+    g_assert_cmpuint(query_mem(&f, "guest-free"), ==, 1000 * MEM_PAGE);
+    g_assert_cmpuint(query_mem(&f, "guest-used"), ==, 2000 * MEM_PAGE);
+
+    /* A lying guest gets its claim clamped, not trusted. */
+    qpci_io_writeq(f.dev, f.bar, SLSVIRT_REG_MEM_GUEST_FREE, UINT64_MAX);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_GUEST_FREE), ==, ram_pages);
+    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_BAD_ACCESSES), ==, 0);
+    fixture_stop(&f);
+}
+
+/* A refused batch: the status, the bad entry's index, one more bad access,
+ * and nothing applied. */
+static void expect_refused(Fixture *f, uint32_t status, uint32_t want,
+                           uint32_t entry, uint32_t *bad, uint64_t released)
+{
+    g_assert_cmpuint(status, ==, want);
+    g_assert_cmpuint(rd32(f, SLSVIRT_REG_MEM_DONE), ==, entry);
+    g_assert_cmpuint(rd32(f, SLSVIRT_REG_BAD_ACCESSES), ==, ++*bad);
+    g_assert_cmpuint(rd64(f, SLSVIRT_REG_MEM_RELEASED_PAGES), ==, released);
+}
+
+static void test_mem_hostile(void)
+{
+    const uint64_t a = 0x2000000, b = 0x2100000, c = 0x2200000;
+    const uint64_t ram_end = QTEST_RAM;
+    const MemRange a_then_b[] = { { b, MEM_PAGE }, { a, MEM_PAGE } };
+    const MemRange twice[] = {
+        { c, 2 * MEM_PAGE }, { c + MEM_PAGE, MEM_PAGE },
+    };
+    struct {
+        uint64_t gpa, len;
+    } bad_ranges[] = {
+        { a + 1, MEM_PAGE },                    /* unaligned gpa */
+        { b, 100 },                             /* unaligned len */
+        { b, 0 },                               /* empty */
+        { 0xfffffffffffff000ull, 0x2000 },      /* wraps */
+        { 0, 1ull << 63 },                      /* far beyond RAM */
+        { 0xfffc0000, MEM_PAGE },               /* BIOS ROM */
+        { 0xc0000, MEM_PAGE },                  /* legacy ROM window */
+        { ram_end, MEM_PAGE },                  /* beyond RAM: PCI hole */
+        { ram_end - MEM_PAGE, 2 * MEM_PAGE },   /* straddles the end */
+        { 0, 0 },                               /* BAR0, set below */
+    };
+    uint32_t bad = 0;
+    uint64_t released;
+    Fixture f;
+    size_t i;
+
+    fixture_start(&f, "/nonexistent/slsvirtd.sock");
+    bad_ranges[G_N_ELEMENTS(bad_ranges) - 1].gpa = f.bar.addr;
+    bad_ranges[G_N_ELEMENTS(bad_ranges) - 1].len = MEM_PAGE;
+    g_assert(!f.bar.is_io && f.bar.addr);
+
+    g_assert_cmpuint(mem_one(&f, SLSVIRT_CMD_RELEASE, a, MEM_PAGE), ==,
+                     SLSVIRT_ST_OK);
+    released = 1;
+
+    /* double release, alone and after a good entry: nothing applied */
+    expect_refused(&f, mem_one(&f, SLSVIRT_CMD_RELEASE, a, MEM_PAGE),
+                   SLSVIRT_ST_BAD_RANGE, 0, &bad, released);
+    expect_refused(&f, mem_batch(&f, SLSVIRT_CMD_RELEASE, a_then_b, 2),
+                   SLSVIRT_ST_BAD_RANGE, 1, &bad, released);
+    /* overlapping entries of one batch are a double release too */
+    expect_refused(&f, mem_batch(&f, SLSVIRT_CMD_RELEASE, twice, 2),
+                   SLSVIRT_ST_BAD_RANGE, 1, &bad, released);
+    /* reclaim of never-released and of partly released ranges */
+    expect_refused(&f, mem_one(&f, SLSVIRT_CMD_RECLAIM, b, MEM_PAGE),
+                   SLSVIRT_ST_BAD_RANGE, 0, &bad, released);
+    expect_refused(&f, mem_one(&f, SLSVIRT_CMD_RECLAIM, a, 2 * MEM_PAGE),
+                   SLSVIRT_ST_BAD_RANGE, 0, &bad, released);
+
+    for (i = 0; i < G_N_ELEMENTS(bad_ranges); i++) {
+        MemRange r[2] = { { b, MEM_PAGE },
+                          { bad_ranges[i].gpa, bad_ranges[i].len } };
+
+        expect_refused(&f, mem_batch(&f, SLSVIRT_CMD_RELEASE, r, 2),
+                       SLSVIRT_ST_BAD_RANGE, 1, &bad, released);
+        expect_refused(&f, mem_batch(&f, SLSVIRT_CMD_RECLAIM, r + 1, 1),
+                       SLSVIRT_ST_BAD_RANGE, 0, &bad, released);
+    }
+
+    /* the descriptor array itself: count, alignment, location */
+    qpci_io_writeq(f.dev, f.bar, SLSVIRT_REG_MEM_DESC_ADDR, DESC_AT);
+    qpci_io_writel(f.dev, f.bar, SLSVIRT_REG_MEM_DESC_COUNT, 0);
+    doorbell(&f, SLSVIRT_CMD_RELEASE);
+    expect_refused(&f, rd32(&f, SLSVIRT_REG_CMD_STATUS), SLSVIRT_ST_INVALID,
+                   0, &bad, released);
+    qpci_io_writel(f.dev, f.bar, SLSVIRT_REG_MEM_DESC_COUNT,
+                   SLSVIRT_MEM_MAX_DESC + 1);
+    doorbell(&f, SLSVIRT_CMD_RECLAIM);
+    expect_refused(&f, rd32(&f, SLSVIRT_REG_CMD_STATUS), SLSVIRT_ST_INVALID,
+                   0, &bad, released);
+    {
+        const MemRange ok = { b, MEM_PAGE };
+        const uint64_t bad_desc[] = {
+            DESC_AT + 8,                        /* not 16-byte aligned */
+            0xfffc0000,                         /* in the BIOS ROM */
+            f.bar.addr,                         /* our own registers */
+            ram_end - 16,                       /* second entry past RAM */
+            0xfffffffffffffff0ull,              /* wraps */
+        };
+
+        for (i = 0; i < G_N_ELEMENTS(bad_desc); i++) {
+            MemRange two[2] = { ok, ok };
+
+            if (i == 3) {
+                /* the first entry in RAM, the second beyond it */
+                qtest_writeq(f.qts, bad_desc[i], b);
+                qtest_writeq(f.qts, bad_desc[i] + 8, MEM_PAGE);
+                qpci_io_writeq(f.dev, f.bar, SLSVIRT_REG_MEM_DESC_ADDR,
+                               bad_desc[i]);
+                qpci_io_writel(f.dev, f.bar, SLSVIRT_REG_MEM_DESC_COUNT, 2);
+                doorbell(&f, SLSVIRT_CMD_RELEASE);
+            } else if (i == 0) {
+                mem_batch_at(&f, SLSVIRT_CMD_RELEASE, bad_desc[i], two, 2);
+            } else {
+                qpci_io_writeq(f.dev, f.bar, SLSVIRT_REG_MEM_DESC_ADDR,
+                               bad_desc[i]);
+                qpci_io_writel(f.dev, f.bar, SLSVIRT_REG_MEM_DESC_COUNT, 2);
+                doorbell(&f, SLSVIRT_CMD_RELEASE);
+            }
+            expect_refused(&f, rd32(&f, SLSVIRT_REG_CMD_STATUS),
+                           SLSVIRT_ST_INVALID, 0, &bad, released);
+        }
+    }
+    /* the registers still work: a good batch after all that */
+    g_assert_cmpuint(mem_one(&f, SLSVIRT_CMD_RECLAIM, a, MEM_PAGE), ==,
+                     SLSVIRT_ST_OK);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_RELEASED_PAGES), ==, 0);
+    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_BAD_ACCESSES), ==, bad);
+    fixture_stop(&f);
+}
+
+/* A reclaim that would put more pages in use than the ceiling fails,
+ * as a whole; up to the ceiling it works. */
+static void test_mem_ceiling(void)
+{
+    const uint64_t a = 0x2000000, ram_pages = QTEST_RAM / MEM_PAGE;
+    const MemRange split[] = { { a, 4 * MEM_PAGE }, { a + 4 * MEM_PAGE,
+                                                     8 * MEM_PAGE } };
+    uint32_t bad = 0;
+    QDict *rsp;
+    Fixture f;
+
+    fixture_start(&f, "/nonexistent/slsvirtd.sock");
+    g_assert_cmpuint(mem_one(&f, SLSVIRT_CMD_RELEASE, a, 16 * MEM_PAGE), ==,
+                     SLSVIRT_ST_OK);
+    rsp = qmp_ok(&f, "{'execute': 'sls-mem-ceiling', 'arguments': "
+                 "{'size': %" PRIu64 "}}", (ram_pages - 8) * MEM_PAGE);
+    qobject_unref(rsp);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_CEILING_PAGES), ==,
+                     ram_pages - 8);
+    g_assert_cmpuint(query_mem(&f, "ceiling"), ==, (ram_pages - 8) * MEM_PAGE);
+
+    expect_refused(&f, mem_one(&f, SLSVIRT_CMD_RECLAIM, a, 16 * MEM_PAGE),
+                   SLSVIRT_ST_OVER_CEILING, 0, &bad, 16);
+    /* 4 + 8 > 8: the second entry crosses it, the first is not applied */
+    expect_refused(&f, mem_batch(&f, SLSVIRT_CMD_RECLAIM, split, 2),
+                   SLSVIRT_ST_OVER_CEILING, 1, &bad, 16);
+    g_assert_cmpuint(mem_one(&f, SLSVIRT_CMD_RECLAIM, a, 8 * MEM_PAGE), ==,
+                     SLSVIRT_ST_OK);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_RELEASED_PAGES), ==, 8);
+    expect_refused(&f, mem_one(&f, SLSVIRT_CMD_RECLAIM, a + 8 * MEM_PAGE,
+                               MEM_PAGE),
+                   SLSVIRT_ST_OVER_CEILING, 0, &bad, 8);
+    /* releasing is always allowed */
+    g_assert_cmpuint(mem_one(&f, SLSVIRT_CMD_RELEASE, a, MEM_PAGE), ==,
+                     SLSVIRT_ST_OK);
+    fixture_stop(&f);
+}
+
+/* sls-mem-target sets the target register and raises the memory vector
+ * (masked here, so it shows up as pending); the epoch vector stays quiet. */
+static void test_mem_target_vector(void)
+{
+    const uint64_t ram_pages = QTEST_RAM / MEM_PAGE;
+    QDict *rsp;
+    Fixture f;
+
+    fixture_start(&f, "/nonexistent/slsvirtd.sock");
+    qpci_msix_enable(f.dev);
+    g_assert_cmpuint(qpci_msix_table_size(f.dev), ==, SLSVIRT_MSIX_VECTORS);
+    g_assert(!qpci_msix_pending(f.dev, SLSVIRT_VEC_MEM));
+
+    rsp = qmp_ok(&f, "{'execute': 'sls-mem-target', 'arguments': "
+                 "{'size': %d}}", 64 * 1024 * 1024);
+    qobject_unref(rsp);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_TARGET_PAGES), ==,
+                     ram_pages - 64 * 1024 * 1024 / MEM_PAGE);
+    g_assert(qpci_msix_pending(f.dev, SLSVIRT_VEC_MEM));
+    g_assert(!qpci_msix_pending(f.dev, SLSVIRT_VEC_EPOCH));
+    g_assert_cmpuint(query_mem(&f, "target-size"), ==, 64 * 1024 * 1024);
+
+    /* more than RAM: nothing to release; a non-multiple rounds down */
+    rsp = qmp_ok(&f, "{'execute': 'sls-mem-target', 'arguments': "
+                 "{'size': %" PRIu64 "}}", (uint64_t)QTEST_RAM * 4);
+    qobject_unref(rsp);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_TARGET_PAGES), ==, 0);
+    rsp = qmp_ok(&f, "{'execute': 'sls-mem-target', 'arguments': "
+                 "{'size': %d}}", 1000);
+    qobject_unref(rsp);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_TARGET_PAGES), ==, ram_pages);
+    qpci_msix_disable(f.dev);
+    fixture_stop(&f);
+}
+
+/* memory=off is the device without SLSVIRT_F_MEMORY: one vector, the
+ * commands and registers are invalid, the QMP commands fail. */
+static void test_mem_off(void)
+{
+    QDict *rsp;
+    Fixture f;
+
+    fixture_start_args(&f, "/nonexistent/slsvirtd.sock", ",memory=off");
+    g_assert_cmphex(rd32(&f, SLSVIRT_REG_FEATURES), ==, SLSVIRT_F_PERSIST);
+    doorbell(&f, SLSVIRT_CMD_RELEASE);
+    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_CMD_STATUS), ==, SLSVIRT_ST_INVALID);
+    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_BAD_ACCESSES), ==, 1);
+    g_assert_cmpuint(rd64(&f, SLSVIRT_REG_MEM_RAM_PAGES), ==, 0);
+    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_BAD_ACCESSES), ==, 2);
+    rsp = qtest_qmp(f.qts, "{'execute': 'sls-mem-target', 'arguments': "
+                    "{'size': 4096}}");
+    g_assert(qdict_haskey(rsp, "error"));
+    qobject_unref(rsp);
+    qpci_msix_enable(f.dev);
+    g_assert_cmpuint(qpci_msix_table_size(f.dev), ==, 1);
+    qpci_msix_disable(f.dev);
+    fixture_stop(&f);
+}
+
+/* Wait until the machine reaches run state @want (QMP query-status). */
+static void wait_status(Fixture *f, const char *want)
+{
+    gint64 deadline = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+
+    for (;;) {
+        QDict *rsp = qmp_ok(f, "{'execute': 'query-status'}");
+        bool done = !strcmp(qdict_get_str(qdict_get_qdict(rsp, "return"),
+                                          "status"), want);
+
+        qobject_unref(rsp);
+        if (done) {
+            return;
+        }
+        g_assert(g_get_monotonic_time() < deadline);
+        g_usleep(10 * 1000);
+    }
+}
+
+/*
+ * The released bitmap, target and ceiling are device state: saved with the
+ * VM (here: a stock migration to a file, the same device state a checkpoint
+ * carries) and loaded into a new process, they come back as they were, and
+ * the released range reads as zero there.
+ */
+static void test_mem_state_roundtrip(void)
+{
+    const uint64_t a = 0x2000000, b = 0x2400000;
+    const MemRange two[] = { { a, 16 * MEM_PAGE }, { b, 4 * MEM_PAGE } };
+    g_autofree char *dir = g_dir_make_tmp("slsvirt-qtest-XXXXXX", NULL);
+    g_autofree char *file = g_strdup_printf("%s/vm.state", dir);
+    g_autofree char *uri = g_strdup_printf("file:%s", file);
+    g_autofree char *extra = g_strdup(" -incoming defer");
+    Fixture f, g;
+
+    fixture_start(&f, "/nonexistent/slsvirtd.sock");
+    qtest_memset(f.qts, a, 0x3e, 16 * MEM_PAGE);
+    qtest_memset(f.qts, a + 16 * MEM_PAGE, 0x4f, MEM_PAGE);
+    g_assert_cmpuint(mem_batch(&f, SLSVIRT_CMD_RELEASE, two, 2), ==,
+                     SLSVIRT_ST_OK);
+    qobject_unref(qmp_ok(&f, "{'execute': 'sls-mem-target', 'arguments': "
+                         "{'size': %d}}", 96 * 1024 * 1024));
+    qobject_unref(qmp_ok(&f, "{'execute': 'sls-mem-ceiling', 'arguments': "
+                         "{'size': %d}}", 120 * 1024 * 1024));
+    qobject_unref(qmp_ok(&f, "{'execute': 'stop'}"));
+    qobject_unref(qmp_ok(&f, "{'execute': 'migrate', 'arguments': "
+                         "{'uri': %s}}", uri));
+    wait_status(&f, "postmigrate");
+    fixture_stop(&f);
+
+    fixture_start_args(&g, "/nonexistent/slsvirtd.sock", extra);
+    qobject_unref(qmp_ok(&g, "{'execute': 'migrate-incoming', 'arguments': "
+                         "{'uri': %s}}", uri));
+    wait_status(&g, "paused");
+    g_assert_cmpuint(rd64(&g, SLSVIRT_REG_MEM_RELEASED_PAGES), ==, 20);
+    g_assert_cmpuint(rd64(&g, SLSVIRT_REG_MEM_TARGET_PAGES), ==,
+                     (QTEST_RAM - 96 * 1024 * 1024) / MEM_PAGE);
+    g_assert_cmpuint(rd64(&g, SLSVIRT_REG_MEM_CEILING_PAGES), ==,
+                     120 * 1024 * 1024 / MEM_PAGE);
+    g_assert_cmpuint(query_mem(&g, "released-ranges"), ==, 2);
+    g_assert(all_bytes(&g, a, 16 * MEM_PAGE, 0));
+    g_assert(all_bytes(&g, a + 16 * MEM_PAGE, MEM_PAGE, 0x4f));
+    /* the same pages: released already, reclaimable within the ceiling */
+    g_assert_cmpuint(mem_one(&g, SLSVIRT_CMD_RELEASE, b, MEM_PAGE), ==,
+                     SLSVIRT_ST_BAD_RANGE);
+    g_assert_cmpuint(mem_batch(&g, SLSVIRT_CMD_RECLAIM, two, 2), ==,
+                     SLSVIRT_ST_OVER_CEILING);
+    qobject_unref(qmp_ok(&g, "{'execute': 'sls-mem-ceiling', 'arguments': "
+                         "{'size': %d}}", QTEST_RAM));
+    g_assert_cmpuint(mem_batch(&g, SLSVIRT_CMD_RECLAIM, two, 2), ==,
+                     SLSVIRT_ST_OK);
+    g_assert_cmpuint(rd64(&g, SLSVIRT_REG_MEM_RELEASED_PAGES), ==, 0);
+    fixture_stop(&g);
+    unlink(file);
+    rmdir(dir);
+}
+
+/*
+ * A RELEASE inside an open copy window: the epoch being copied keeps the
+ * bytes from before the release (the discard goes through the same
+ * copy-before-write path as any write), and the next epoch is a delta
+ * that lists the released pages with zeros (hostd stores those as ZERO
+ * entries: the release is recorded there, no data written). As in
+ * test_copy_before_write, the release must land inside the window: retry
+ * until cow-writer-copies says it did.
+ */
+static void test_mem_release_during_copy(void)
+{
+    const uint64_t addr = 0x1000000, len = 32 * 1024 * 1024;
+    const uint64_t npages = len / SLS_PAGE_SIZE;
+    uint64_t writer_copies = 0;
+    FakeHost h;
+    Fixture f;
+    int attempt;
+
+    cow_start(&h, &f, addr, npages);
+
+    for (attempt = 0; attempt < 10 && !writer_copies; attempt++) {
+        QDict *rsp;
+        uint64_t e;
+
+        qtest_memset(f.qts, addr, 0xc3, len);
+        /* the batch is ready before the cut; only the doorbell is after */
+        qtest_writeq(f.qts, DESC_AT, addr);
+        qtest_writeq(f.qts, DESC_AT + 8, len);
+        qpci_io_writeq(f.dev, f.bar, SLSVIRT_REG_MEM_DESC_ADDR, DESC_AT);
+        qpci_io_writel(f.dev, f.bar, SLSVIRT_REG_MEM_DESC_COUNT, 1);
+        doorbell(&f, SLSVIRT_CMD_PERSIST);
+        e = rd64(&f, SLSVIRT_REG_TARGET_EPOCH);
+        doorbell(&f, SLSVIRT_CMD_RELEASE);
+        g_assert_cmpuint(rd32(&f, SLSVIRT_REG_CMD_STATUS), ==, SLSVIRT_ST_OK);
+        wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, e);
+        g_assert_cmpuint(h.watch_epoch, ==, e);
+        g_assert_cmpuint(fake_host_watched(&h, 0xc3), ==, npages);
+
+        doorbell(&f, SLSVIRT_CMD_PERSIST);
+        e = rd64(&f, SLSVIRT_REG_TARGET_EPOCH);
+        wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, e);
+        /* A delta that lists the released pages, as zero pages. */
+        g_mutex_lock(&h.lock);
+        g_assert(!(h.last_flags & SLS_EPOCH_F_FULL));
+        g_assert_cmpuint(h.last_pages->len, >=, npages);
+        g_mutex_unlock(&h.lock);
+        g_assert_cmpuint(h.watch_epoch, ==, e);
+        g_assert_cmpuint(fake_host_watched(&h, 0), ==, npages);
+
+        rsp = qmp_ok(&f, "{'execute': 'query-sls'}");
+        g_assert_cmpuint(qdict_get_int(qdict_get_qdict(rsp, "return"),
+                                       "cow-retries"), ==, 0);
+        writer_copies = qdict_get_int(qdict_get_qdict(rsp, "return"),
+                                      "cow-writer-copies");
+        qobject_unref(rsp);
+        g_assert_cmpuint(mem_one(&f, SLSVIRT_CMD_RECLAIM, addr, len), ==,
+                         SLSVIRT_ST_OK);
+    }
+    g_assert_cmpuint(writer_copies, >, 0);
+    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_BAD_ACCESSES), ==, 0);
+    fixture_stop(&f);
+    fake_host_stop(&h);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -657,5 +1198,16 @@ int main(int argc, char **argv)
     qtest_add_func("/slsvirt-pci/delta-epochs", test_delta_epochs);
     qtest_add_func("/slsvirt-pci/copy-before-write", test_copy_before_write);
     qtest_add_func("/slsvirt-pci/unchanged-pages", test_unchanged_pages);
+    qtest_add_func("/slsvirt-pci/mem/release-reclaim",
+                   test_mem_release_reclaim);
+    qtest_add_func("/slsvirt-pci/mem/hostile", test_mem_hostile);
+    qtest_add_func("/slsvirt-pci/mem/guest-stats", test_mem_guest_stats);
+    qtest_add_func("/slsvirt-pci/mem/ceiling", test_mem_ceiling);
+    qtest_add_func("/slsvirt-pci/mem/target-vector", test_mem_target_vector);
+    qtest_add_func("/slsvirt-pci/mem/off", test_mem_off);
+    qtest_add_func("/slsvirt-pci/mem/state-roundtrip",
+                   test_mem_state_roundtrip);
+    qtest_add_func("/slsvirt-pci/mem/release-during-copy",
+                   test_mem_release_during_copy);
     return g_test_run();
 }

@@ -29,6 +29,8 @@ typedef struct SlsvirtRamBlock {
     unsigned long *cow_done;    /* copy window: page is in staging */
     unsigned long *cow_same;    /* copy window: page equals its staging
                                  * copy (set before cow_done) */
+    unsigned long *released;    /* pages released since the last cut: the
+                                 * next epoch lists them (as zero pages) */
 } SlsvirtRamBlock;
 
 #define SLSVIRT_STOP_RING       4096    /* stop times kept for percentiles */
@@ -122,6 +124,34 @@ typedef struct SlsvirtEngine {
     SlsvirtLazy *lazy;          /* lazy restore serving faults, or NULL */
 } SlsvirtEngine;
 
+/*
+ * Memory elasticity (SLSVIRT_F_MEMORY): which pages of the machine's main
+ * RAM the guest has released. Only that one RAM block can be released, so
+ * the "per block" bitmap is a single one; page i is offset i * 4 KiB in it.
+ * Guest-visible state (migrated in a subsection); owned by the BQL.
+ */
+typedef struct SlsvirtMem {
+    bool enabled;               /* SLSVIRT_F_MEMORY offered */
+    MemoryRegion *ram;          /* MACHINE(qdev_get_machine())->ram */
+    RAMBlock *rb;
+    uint64_t ram_pages;
+    int32_t nbits;              /* = ram_pages, for VMSTATE_BITMAP */
+    unsigned long *released;
+    uint64_t released_pages;    /* bits set in @released */
+    uint64_t target_pages;      /* the host asks for this many released */
+    uint64_t ceiling_pages;     /* the guest may use at most this many */
+    uint64_t desc_addr;         /* SLSVIRT_REG_MEM_DESC_ADDR */
+    uint32_t desc_count;
+    uint32_t done;              /* SLSVIRT_REG_MEM_DONE */
+    /* guest-reported (MEM_GUEST_FREE/USED): displayed, never trusted;
+     * not migrated (the driver writes them again within a second) */
+    uint64_t guest_free;
+    uint64_t guest_used;
+    /* statistics (query-sls-mem), not migrated */
+    uint64_t releases;          /* RELEASE batches applied */
+    uint64_t reclaims;
+} SlsvirtMem;
+
 struct SlsvirtState {
     PCIDevice parent_obj;
     MemoryRegion mmio;
@@ -132,6 +162,7 @@ struct SlsvirtState {
     uint32_t period_ms;         /* 0: checkpoints only on request */
     bool copy_before_write;     /* copy pages after resuming (TCG only) */
     uint32_t cow_max_pages;     /* ... for deltas of at most this many pages */
+    bool memory;                /* offer SLSVIRT_F_MEMORY (and its vector) */
 
     /* guest-visible registers (migrated) */
     uint32_t cmd_status;
@@ -141,6 +172,7 @@ struct SlsvirtState {
     uint64_t failed_epoch;
     uint64_t generation;        /* SLSVIRT_REG_GENERATION; 0 until restored */
 
+    SlsvirtMem mem;
     SlsvirtEngine engine;
 };
 
@@ -171,5 +203,18 @@ bool slsvirt_lazy_copy_page(SlsvirtEngine *e, SlsvirtRamBlock *b,
                             unsigned long page, uint8_t *dst);
 void slsvirt_lazy_before_full(SlsvirtEngine *e);
 void slsvirt_lazy_note_dirty(SlsvirtEngine *e);
+
+/* The guest released pages: their bytes changed without dirty tracking
+ * (discard), so the next capture is FULL. */
+void slsvirt_engine_mem_released(SlsvirtState *s, RAMBlock *rb,
+                                 uint64_t first, uint64_t npages);
+
+/* slsvirt-pci.c: memory elasticity */
+/* After a restore loaded RAM and device state: free the pages the restored
+ * state says are released (RAM was just filled from the epoch image). */
+void slsvirt_mem_discard_released(SlsvirtState *s);
+/* @b's released bitmap (pages of @b), or NULL when none of it is released. */
+const unsigned long *slsvirt_mem_released_of(SlsvirtState *s, RAMBlock *rb,
+                                             uint64_t *nbits);
 
 #endif

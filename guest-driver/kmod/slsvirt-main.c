@@ -40,7 +40,8 @@
 #include <linux/slsvirt.h>	/* repo include/uapi (ccflags -I) */
 #include <slsvirt/hw.h>		/* repo include (ccflags -I) */
 
-#define DRV_NAME "slsvirt"
+#include "slsvirt-priv.h"
+
 
 /*
  * A waiter re-reads the epoch registers itself this often, in case an
@@ -51,38 +52,6 @@
 
 /* Completion records built on the stack per copy_to_user() in read(). */
 #define SLSVIRT_READ_BATCH	8
-
-struct slsvirt_dev {
-	struct kref ref;
-	struct pci_dev *pdev;
-	void __iomem *regs;		/* valid while !gone; access under cmd_lock or from the IRQ */
-	struct miscdevice misc;
-
-	/*
-	 * cmd_lock serialises a doorbell with the read of its result (hw.h
-	 * contract) and every register access from process context against
-	 * removal: whoever holds it and sees !gone may touch regs.
-	 */
-	struct mutex cmd_lock;
-	bool gone;			/* written under cmd_lock and epoch_lock */
-
-	/* Epoch progress as last read from the device; under epoch_lock. */
-	spinlock_t epoch_lock;
-	u64 durable_epoch;
-	u64 failed_epoch;
-	u64 generation;			/* SLSVIRT_REG_GENERATION (has_generation) */
-	bool has_generation;		/* set at probe */
-	wait_queue_head_t epoch_wq;
-	atomic_t irq_count;		/* interrupts seen; tells a lost one from a late one */
-
-	/*
-	 * Tickets queued on all open files. While there are any, poll_work
-	 * re-reads the epoch registers every SLSVIRT_POLL_INTERVAL, the
-	 * lost-interrupt net for poll()ers (sync waiters have their own).
-	 */
-	atomic_t async_pending;
-	struct delayed_work poll_work;
-};
 
 /* One per open file: the asynchronous tickets it is owed completions for. */
 struct slsvirt_file {
@@ -98,6 +67,8 @@ static void slsvirt_release(struct kref *ref)
 {
 	struct slsvirt_dev *sdev = container_of(ref, struct slsvirt_dev, ref);
 
+	/* A region unmapped after removal may have queued it. */
+	cancel_work_sync(&sdev->mem.work);
 	pci_dev_put(sdev->pdev);
 	kfree(sdev);
 }
@@ -527,7 +498,7 @@ static long slsvirt_ioctl(struct file *file, unsigned int cmd, unsigned long arg
 	case SLSVIRT_IOC_GET_GENERATION:
 		return slsvirt_ioctl_get_generation(sf->sdev, uarg);
 	default:
-		return -ENOTTY;
+		return slsvirt_mem_ioctl(sf->sdev, cmd, uarg);
 	}
 }
 
@@ -705,12 +676,20 @@ static int slsvirt_file_release(struct inode *inode, struct file *file)
 	return 0;
 }
 
+static int slsvirt_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct slsvirt_file *sf = file->private_data;
+
+	return slsvirt_mem_mmap(sf->sdev, file, vma);
+}
+
 static const struct file_operations slsvirt_fops = {
 	.owner		= THIS_MODULE,
 	.open		= slsvirt_open,
 	.release	= slsvirt_file_release,
 	.read		= slsvirt_read,
 	.poll		= slsvirt_poll,
+	.mmap		= slsvirt_mmap,
 	.unlocked_ioctl	= slsvirt_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
 	.llseek		= noop_llseek,
@@ -721,7 +700,7 @@ static int slsvirt_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	struct device *dev = &pdev->dev;
 	struct slsvirt_dev *sdev;
 	u32 magic, version, features;
-	int irq, ret;
+	int irq, nvec, ret;
 
 	ret = pcim_enable_device(pdev);
 	if (ret)
@@ -739,6 +718,7 @@ static int slsvirt_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	spin_lock_init(&sdev->epoch_lock);
 	init_waitqueue_head(&sdev->epoch_wq);
 	INIT_DELAYED_WORK(&sdev->poll_work, slsvirt_poll_work);
+	slsvirt_mem_init(sdev);
 	/* Registered before the IRQ, so it runs after free_irq() on unbind. */
 	ret = devm_add_action_or_reset(dev, slsvirt_put_action, sdev);
 	if (ret)
@@ -763,11 +743,11 @@ static int slsvirt_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	pci_set_master(pdev);
 
 	/* Managed by pcim_enable_device(): freed on unbind. */
-	ret = pci_alloc_irq_vectors(pdev, SLSVIRT_MSIX_VECTORS, SLSVIRT_MSIX_VECTORS,
-				    PCI_IRQ_MSIX);
+	nvec = features & SLSVIRT_F_MEMORY ? SLSVIRT_MSIX_VECTORS : 1;
+	ret = pci_alloc_irq_vectors(pdev, nvec, nvec, PCI_IRQ_MSIX);
 	if (ret < 0)
 		return dev_err_probe(dev, ret, "cannot allocate %d MSI-X vector(s)\n",
-				     SLSVIRT_MSIX_VECTORS);
+				     nvec);
 
 	irq = pci_irq_vector(pdev, SLSVIRT_VEC_EPOCH);
 	if (irq < 0)
@@ -778,15 +758,21 @@ static int slsvirt_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (ret)
 		return dev_err_probe(dev, ret, "cannot request IRQ %d\n", irq);
 
+	ret = slsvirt_mem_probe(sdev, features);
+	if (ret)
+		return dev_err_probe(dev, ret, "cannot set up memory elasticity\n");
+
 	sdev->misc.minor = MISC_DYNAMIC_MINOR;
 	sdev->misc.name = SLSVIRT_DEV_NAME;
 	sdev->misc.fops = &slsvirt_fops;
 	sdev->misc.parent = dev;
 	pci_set_drvdata(pdev, sdev);
 	ret = misc_register(&sdev->misc);
-	if (ret)
+	if (ret) {
+		slsvirt_mem_remove(sdev);
 		return dev_err_probe(dev, ret, "cannot register /dev/%s\n",
 				     SLSVIRT_DEV_NAME);
+	}
 
 	dev_info(dev, "slsvirt device version %u, features %#x, status %#x, durable epoch %llu\n",
 		 version, features, readl(sdev->regs + SLSVIRT_REG_STATUS),
@@ -799,6 +785,8 @@ static void slsvirt_remove(struct pci_dev *pdev)
 	struct slsvirt_dev *sdev = pci_get_drvdata(pdev);
 	unsigned long flags;
 
+	/* Gives the driver's released memory back: needs the registers. */
+	slsvirt_mem_remove(sdev);
 	/* After this no process-context path touches the registers. */
 	mutex_lock(&sdev->cmd_lock);
 	spin_lock_irqsave(&sdev->epoch_lock, flags);
