@@ -11,3 +11,8 @@ SLS_QEMU_DIR="qemu-10.0.13"
 # Guest (and future KVM-module) kernel: Debian's 6.12 from bookworm-backports.
 SLS_KVER="6.12.95+deb12-amd64"
 SLS_KPKG_VERSION="6.12.95-1~bpo12+1"
+# Linux source the KVM patches (kvm-patches/) apply to: the same Debian
+# package version as the kernel above, upstream orig tarball.
+SLS_LINUX_ORIG="linux_6.12.95.orig.tar.xz"
+SLS_LINUX_ORIG_SHA256="82ee332c20307c8e75b59c2779f3d554c592f5efa454bacf1e58daced5199f89"
+SLS_LINUX_DIR="linux-6.12.95"
