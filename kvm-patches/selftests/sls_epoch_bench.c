@@ -17,8 +17,10 @@
  *
  * Output: one line per (method, pages) with the median over the epochs:
  *   RESULT method=cap pages=4096 harvest_us=... stop_us=... dirty_us=...
- * harvest_us: the ioctls plus turning their result into a page list;
- * stop_us: vCPU exit to re-entry (harvest + the host's loop around it);
+ * harvest_us: the ioctls plus turning their result into a page list
+ * (with a ring smaller than the dirty set, the mid-epoch drains too);
+ * stop_us: the guest's own TSC across its sync exit, i.e. exit + harvest +
+ * re-entry (plus mid-epoch drains);
  * dirty_us: KVM_RUN time in which the guest dirtied the N pages (includes
  * the write-protection faults the re-arm causes).
  *
@@ -52,15 +54,19 @@ static const char *const method_name[] = { "cap", "dirty_log", "dirty_ring" };
 static uint64_t guest_pages;	/* pages to dirty per epoch */
 static uint64_t guest_stride;	/* in pages */
 static uint64_t guest_mem_pages;
+static uint64_t guest_stop_cycles;	/* TSC cycles of the last sync */
 
 static void guest_code(void)
 {
-	uint64_t epoch, i;
+	uint64_t epoch, i, t0;
 
 	for (epoch = 1;; epoch++) {
 		for (i = 0; i < READ_ONCE(guest_pages); i++)
 			*(volatile uint64_t *)(TEST_GPA + i * guest_stride * PAGE_SIZE) = epoch;
+		t0 = rdtsc();
 		GUEST_SYNC(epoch);
+		/* The stop as the guest sees it: exit, host's harvest, re-entry. */
+		WRITE_ONCE(guest_stop_cycles, rdtsc() - t0);
 	}
 }
 
@@ -104,7 +110,8 @@ static void setup(struct bench *b, enum method m, int nr_slots)
 	memset(b, 0, sizeof(*b));
 	b->nr_slots = nr_slots;
 	b->slot_pages = MEM_PAGES / nr_slots;
-	b->vm = __vm_create(VM_SHAPE_DEFAULT, 1, 2 * MEM_PAGES / 512 + 64);
+	/* As dirty_log_test: room in memslot 0 for page tables of 2x the test memory. */
+	b->vm = __vm_create(VM_SHAPE_DEFAULT, 1, 2 * MEM_PAGES);
 	if (m == M_RING)
 		vm_enable_dirty_ring(b->vm, RING_ENTRIES * sizeof(struct kvm_dirty_gfn));
 	else if (m == M_LOG)
@@ -218,8 +225,9 @@ static void check_list(struct bench *b, uint64_t n, uint64_t pages, uint64_t str
 static void run(enum method m, uint64_t pages, int epochs, int nr_slots)
 {
 	uint64_t *harvest_ns = calloc(epochs, 8), *stop_ns = calloc(epochs, 8);
-	uint64_t *dirty_ns = calloc(epochs, 8);
-	uint64_t stride = MEM_PAGES / pages, t0, t1, t2, exit_at = 0, n, left;
+	uint64_t *dirty_ns = calloc(epochs, 8), *drain_ns = calloc(epochs + 1, 8);
+	uint64_t stride = MEM_PAGES / pages, t0, t1, t2, n, left, tsc_khz;
+	uint64_t *stop_cycles;
 	struct bench b;
 	struct ucall uc;
 	int e;
@@ -229,22 +237,34 @@ static void run(enum method m, uint64_t pages, int epochs, int nr_slots)
 	guest_stride = stride;
 	sync_global_to_guest(b.vm, guest_pages);
 	sync_global_to_guest(b.vm, guest_stride);
+	stop_cycles = addr_gva2hva(b.vm, (vm_vaddr_t)&guest_stop_cycles);
+	tsc_khz = __vcpu_ioctl(b.vcpu, KVM_GET_TSC_KHZ, NULL);
+	TEST_ASSERT(tsc_khz > 0 && tsc_khz < 100000000, "KVM_GET_TSC_KHZ: %lu", tsc_khz);
 
-	/* Epoch 0 faults the pages in and is not measured. */
-	for (e = -1; e < epochs; e++) {
+	/*
+	 * Epoch -1 faults the pages in and is not measured; the guest reports
+	 * epoch e's stop after epoch e + 1's writes, hence the extra epoch.
+	 */
+	for (e = -1; e <= epochs; e++) {
 		t0 = now_ns();
-		if (exit_at && e >= 0)
-			stop_ns[e] = 0;
 		left = 0;
 		for (;;) {
 			vcpu_run(b.vcpu);
 			if (b.vcpu->run->exit_reason != KVM_EXIT_DIRTY_RING_FULL)
 				break;
-			/* A ring smaller than the dirty set: drain mid-epoch. */
+			/* The ring is smaller than the dirty set: drain mid-epoch. */
+			t1 = now_ns();
 			left += harvest_fn[m](&b);
+			if (e >= 0)
+				drain_ns[e] += now_ns() - t1;
 		}
 		t1 = now_ns();
 		TEST_ASSERT(get_ucall(b.vcpu, &uc) == UCALL_SYNC, "guest did not sync");
+		if (e > 0)
+			stop_ns[e - 1] = READ_ONCE(*stop_cycles) * 1000000 / tsc_khz +
+					 drain_ns[e - 1];
+		if (e == epochs)
+			break;
 		n = harvest_fn[m](&b) + left;
 		t2 = now_ns();
 		if (e >= 0) {
@@ -252,12 +272,9 @@ static void run(enum method m, uint64_t pages, int epochs, int nr_slots)
 				check_list(&b, n, pages, stride);
 			else
 				TEST_ASSERT(n == pages, "%lu pages harvested, guest wrote %lu", n, pages);
-			harvest_ns[e] = t2 - t1;
-			dirty_ns[e] = t1 - t0;
-			/* Stop: from this exit to the next KVM_RUN (below). */
-			stop_ns[e] = t2 - t1;
+			harvest_ns[e] = t2 - t1 + drain_ns[e];
+			dirty_ns[e] = t1 - t0 - drain_ns[e];
 		}
-		exit_at = t2;
 	}
 	printf("RESULT method=%s pages=%lu slots=%d harvest_us=%.1f stop_us=%.1f dirty_us=%.1f\n",
 	       method_name[m], pages, nr_slots, median(harvest_ns, epochs) / 1e3,
@@ -267,6 +284,7 @@ static void run(enum method m, uint64_t pages, int epochs, int nr_slots)
 	free(harvest_ns);
 	free(stop_ns);
 	free(dirty_ns);
+	free(drain_ns);
 }
 
 int main(int argc, char *argv[])
