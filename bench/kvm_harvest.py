@@ -20,7 +20,7 @@ METHODS = ("cap", "dirty_log", "dirty_ring")
 STOCK = ("dirty_log", "dirty_ring")
 TARGETS = {"harvest_4096": ">= 3x cheaper harvest + re-arm than the best stock method at 4096 pages"}
 RESULT = re.compile(r"RESULT method=(\S+) pages=(\d+) slots=(\d+) harvest_us=([\d.]+) "
-                    r"stop_us=([\d.]+) dirty_us=([\d.]+)")
+                    r"stop_us=([\d.]+) dirty_us=([\d.]+)(?: duplicates=(\d+))?")
 
 
 class Bench(BenchBase):
@@ -32,12 +32,15 @@ class Bench(BenchBase):
         o = self.o
         out = {"benchmark": "kvm-harvest", "workdir": self.work, "pages": o.pages,
                "epochs": o.epochs, "slots": o.slots, "memslot_mib": 1024,
-               "where": "L1 guest under TCG (-cpu max, emulated SVM+NPT), nested KVM"
-               if not os.access("/dev/kvm", os.W_OK) else "this host's /dev/kvm",
+               # run-l1's choice: directly only where the modules can be swapped.
+               "where": "this host's /dev/kvm" if os.access("/dev/kvm", os.W_OK) and
+               os.path.exists("/proc/modules") and os.environ.get("SLSVIRT_KVM_NESTED") != "l1"
+               else "L1 guest under TCG (-cpu max, emulated SVM+NPT), nested KVM",
                "results": {}}
         cmd = [os.path.join(ROOT, "tests", "kvm-nested", "run-l1"), "--timeout", str(o.timeout),
-               "bench", "-p", ",".join(map(str, o.pages)), "-i", str(o.epochs),
-               "-s", str(o.slots), "-m", ",".join(METHODS)]
+               # ":" in lists: run-l1 passes its words with "," for spaces.
+               "bench", "-p", ":".join(map(str, o.pages)), "-i", str(o.epochs),
+               "-s", str(o.slots), "-m", ":".join(METHODS)]
         log("running " + " ".join(cmd))
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=o.timeout + 120)
@@ -47,7 +50,7 @@ class Bench(BenchBase):
                 method, pages = m.group(1), int(m.group(2))
                 out["results"].setdefault(str(pages), {})[method] = {
                     "harvest_us": float(m.group(4)), "stop_us": float(m.group(5)),
-                    "dirty_us": float(m.group(6))}
+                    "dirty_us": float(m.group(6)), "duplicates": int(m.group(7) or 0)}
             if r.returncode != 0:
                 raise BenchError(f"run-l1 exit {r.returncode}: {(r.stderr or r.stdout).strip()[-600:]}")
         except (BenchError, subprocess.TimeoutExpired) as e:
