@@ -46,11 +46,16 @@ class Bench(BenchBase):
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=o.timeout + 120)
             with open(os.path.join(self.work, "run-l1.log"), "w") as f:
                 f.write(r.stdout + r.stderr)
+            # Two runs per method and size (A B C C B A): their mean.
+            runs = {}
             for m in RESULT.finditer(r.stdout):
-                method, pages = m.group(1), int(m.group(2))
+                runs.setdefault((int(m.group(2)), m.group(1)), []).append(
+                    (float(m.group(4)), float(m.group(5)), float(m.group(6)), int(m.group(7) or 0)))
+            for (pages, method), v in runs.items():
                 out["results"].setdefault(str(pages), {})[method] = {
-                    "harvest_us": float(m.group(4)), "stop_us": float(m.group(5)),
-                    "dirty_us": float(m.group(6)), "duplicates": int(m.group(7) or 0)}
+                    "harvest_us": sum(x[0] for x in v) / len(v), "stop_us": sum(x[1] for x in v) / len(v),
+                    "dirty_us": sum(x[2] for x in v) / len(v), "duplicates": sum(x[3] for x in v),
+                    "runs": len(v), "harvest_us_runs": [x[0] for x in v]}
             if r.returncode != 0:
                 raise BenchError(f"run-l1 exit {r.returncode}: {(r.stderr or r.stdout).strip()[-600:]}")
         except (BenchError, subprocess.TimeoutExpired) as e:
@@ -86,7 +91,7 @@ def print_table(out):
     print()
     print(f"kvm-harvest -- {out['where']}; {out['memslot_mib']} MiB in {out['slots']} dirty-logged "
           f"memslot(s), 1 vCPU, guest writes N pages spread evenly, vCPU stopped for the harvest; "
-          f"median of {out['epochs']} epochs (us)")
+          f"mean of two runs (order A B C C B A) of the median of {out['epochs']} epochs (us)")
     w = 12
     print(f"{'pages':>8}{'method':>12}{'harvest':>{w}}{'stop':>{w}}{'dirty N':>{w}}{'x harvest':>{w}}{'x stop':>{w}}")
     for pages in sorted(out["results"], key=int):

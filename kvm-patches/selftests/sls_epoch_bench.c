@@ -15,7 +15,8 @@
  * exactly the N pages (checked every epoch).  Each method gets its own VM
  * (a dirty-ring VM cannot use dirty bitmaps).
  *
- * Output: one line per (method, pages) with the median over the epochs:
+ * Output: two lines per (method, pages), runs in the order A B C C B A,
+ * each with the median over the epochs:
  *   RESULT method=cap pages=4096 harvest_us=... stop_us=... dirty_us=...
  * harvest_us: the ioctls plus turning their result into a page list
  * (with a ring smaller than the dirty set, the mid-epoch drains too);
@@ -116,7 +117,7 @@ static void setup(struct bench *b, enum method m, int nr_slots)
 	b->vm = __vm_create(VM_SHAPE_DEFAULT, 1, 2 * MEM_PAGES);
 	if (m == M_RING)
 		vm_enable_dirty_ring(b->vm, RING_ENTRIES * sizeof(struct kvm_dirty_gfn));
-	else if (m == M_LOG)
+	else	/* both dirty-log VMs configured as QEMU configures them */
 		vm_enable_cap(b->vm, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
 			      KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE);
 	b->vcpu = vm_vcpu_add(b->vm, 0, guest_code);
@@ -340,9 +341,18 @@ int main(int argc, char *argv[])
 	TEST_REQUIRE(!want[M_CAP] || kvm_has_cap(KVM_CAP_SLS_EPOCH));
 	TEST_REQUIRE(!want[M_RING] || kvm_has_cap(KVM_CAP_DIRTY_LOG_RING_ACQ_REL) ||
 		     kvm_has_cap(KVM_CAP_DIRTY_LOG_RING));
-	for (i = 0; i < nr; i++)
+	/*
+	 * Each method twice per size, in the order A B C C B A, so that a
+	 * machine that gets slower or faster during the run (shared cores)
+	 * weighs on every method alike; the caller averages the two.
+	 */
+	for (i = 0; i < nr; i++) {
 		for (m = 0; m < NR_METHODS; m++)
 			if (want[m])
 				run(m, page_list[i], epochs, slots);
+		for (m = NR_METHODS - 1; m >= 0; m--)
+			if (want[m])
+				run(m, page_list[i], epochs, slots);
+	}
 	return 0;
 }
