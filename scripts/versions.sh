@@ -21,3 +21,9 @@ SLS_LIBVIRT_ORIG_SHA256="6bcb0c42c4580436fea262ced56f68a6afe20f7390b1bea2116718c
 SLS_LIBVIRT_DIR="libvirt-11.3.0"
 # libvirt's QEMU driver package depends on a qemu-system-x86 (never run by slsvirt).
 SLS_LIBVIRT_QEMU_PKG_VERSION="1:10.0.2+ds-2+deb13u1~bpo12+1"
+
+# Linux source the KVM patches (kvm-patches/) apply to: the same Debian
+# package version as the kernel above, upstream orig tarball.
+SLS_LINUX_ORIG="linux_6.12.95.orig.tar.xz"
+SLS_LINUX_ORIG_SHA256="82ee332c20307c8e75b59c2779f3d554c592f5efa454bacf1e58daced5199f89"
+SLS_LINUX_DIR="linux-6.12.95"

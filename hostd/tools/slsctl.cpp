@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -279,11 +280,15 @@ std::vector<std::string> qemu_argv(const Args &a, const std::string &vm, const V
 	// SMBus controllers, vmport, the 256-bus ACPI PCI hotplug state:
 	// 33 -> 22 KB and about 0.2 ms per epoch). --qemu-arg -machine sata=on
 	// etc. bring them back.
+	// An -accel among the extra arguments (e.g. -accel kvm) replaces the
+	// default: QEMU would take the first -accel that works, always tcg.
+	const bool own_accel = std::find(c.extra_args.begin(), c.extra_args.end(), "-accel") != c.extra_args.end();
 	std::vector<std::string> v = {c.qemu, "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
 				      "-machine", std::string(kMachine), "-global", std::string(kMachineGlobal),
-				      "-accel", "tcg", "-cpu", "max",
-				      "-smp", std::to_string(c.smp), "-m", c.mem,
+				      "-cpu", "max", "-smp", std::to_string(c.smp), "-m", c.mem,
 				      "-nodefaults", "-no-user-config", "-nographic", "-no-reboot"};
+	if (!own_accel)
+		v.insert(v.end(), {"-accel", "tcg"});
 	if (console.empty())
 		v.insert(v.end(), {"-chardev", "stdio,id=con0"});
 	else
@@ -1220,7 +1225,7 @@ const Command kCommands[] = {
 	  {"--detach", nullptr, "run in the background, console to <run-dir>/VM.console"},
 	  {"--console", "FILE", "write the serial console to FILE"},
 	  {"--period-ms", "N", "checkpoint every N ms (device property period-ms; 0 = on request only, default)"},
-	  {"--qemu-arg", "ARG", "extra QEMU argument (repeatable)", true}},
+	  {"--qemu-arg", "ARG", "extra QEMU argument (repeatable); '-accel X' replaces the default '-accel tcg'", true}},
 	 cmd_run},
 	{"checkpoint", "VM [--timeout S]",
 	 "Ask the VM for a checkpoint (QMP sls-checkpoint) and wait until it is durable.\n"

@@ -46,6 +46,8 @@
 #include "migration/blocker.h"
 #include "system/cpu-timers.h"
 #include "system/cpus.h"
+#include "system/kvm.h"
+#include "system/kvm-sls-epoch.h"
 #include "system/runstate.h"
 #include "system/system.h"
 #include "system/qtest.h"
@@ -581,6 +583,51 @@ static void slsvirt_tracking_stop(SlsvirtState *s)
 }
 
 /*
+ * Dirty-page source (see SlsDirtyTracking). Under KVM with slsvirt's
+ * KVM_CAP_SLS_EPOCH (kvm-patches/), one KVM_SLS_EPOCH_HARVEST per epoch
+ * moves the pages KVM saw written into QEMU's dirty memory and re-arms
+ * KVM's tracking for them; otherwise the stock dirty log or dirty ring,
+ * through memory_global_dirty_log_sync(). Either way the pages end up in
+ * DIRTY_MEMORY_MIGRATION, where slsvirt_harvest_block() takes them.
+ */
+static bool slsvirt_kvm_epoch(SlsvirtEngine *e)
+{
+    return !e->kvm_epoch_off && kvm_sls_epoch_available();
+}
+
+static SlsDirtyTracking slsvirt_dirty_tracking(SlsvirtEngine *e)
+{
+    if (!kvm_enabled()) {
+        return SLS_DIRTY_TRACKING_TCG;
+    }
+    if (slsvirt_kvm_epoch(e)) {
+        return SLS_DIRTY_TRACKING_KVM_SLS_EPOCH;
+    }
+    return kvm_dirty_ring_enabled() ? SLS_DIRTY_TRACKING_KVM_DIRTY_RING :
+                                      SLS_DIRTY_TRACKING_KVM_DIRTY_LOG;
+}
+
+static void slsvirt_dirty_sync(SlsvirtEngine *e)
+{
+    if (slsvirt_kvm_epoch(e)) {
+        int64_t r = kvm_sls_epoch_harvest();
+
+        if (r >= 0) {
+            return;
+        }
+        /*
+         * The pages harvested so far are marked; KVM still logs the rest
+         * in its bitmaps, where the stock sync below finds them.
+         */
+        error_report("slsvirt: KVM_SLS_EPOCH_HARVEST failed (%s); "
+                     "using the stock KVM dirty log from now on",
+                     strerror(-r));
+        e->kvm_epoch_off = true;
+    }
+    memory_global_dirty_log_sync(false);
+}
+
+/*
  * Move the pages written since the last harvest from QEMU's dirty memory
  * into b->dirty, clearing them there and re-arming write tracking (TCG's
  * TLB, KVM's dirty log). Modelled on cpu_physical_memory_sync_dirty_bitmap():
@@ -588,7 +635,7 @@ static void slsvirt_tracking_stop(SlsvirtState *s)
  * do not start on a word boundary, and a tail that shares its word with
  * the next block, go page by page. Returns the number of pages.
  */
-static uint64_t slsvirt_harvest_block(SlsvirtRamBlock *b)
+static uint64_t slsvirt_harvest_block(SlsvirtRamBlock *b, bool rearmed)
 {
     RAMBlock *rb = b->rb;
     ram_addr_t base = qemu_ram_get_offset(rb);
@@ -622,7 +669,8 @@ static uint64_t slsvirt_harvest_block(SlsvirtRamBlock *b)
             cpu_physical_memory_dirty_bits_cleared(base,
                     (ram_addr_t)words * BITS_PER_LONG << TARGET_PAGE_BITS);
         }
-        if (words) {
+        /* KVM_SLS_EPOCH_HARVEST re-armed KVM's tracking already. */
+        if (words && !rearmed) {
             memory_region_clear_dirty_bitmap(rb->mr, 0,
                     (hwaddr)words * BITS_PER_LONG << TARGET_PAGE_BITS);
         }
@@ -1177,10 +1225,12 @@ static void slsvirt_capture_bh(void *opaque)
     if (full) {
         slsvirt_lazy_before_full(e);
     }
-    memory_global_dirty_log_sync(false);
+    slsvirt_dirty_sync(e);
     WITH_RCU_READ_LOCK_GUARD() {
+        bool rearmed = slsvirt_kvm_epoch(e);
+
         for (i = 0; i < e->nr_blocks; i++) {
-            dirty += slsvirt_harvest_block(&e->blocks[i]);
+            dirty += slsvirt_harvest_block(&e->blocks[i], rearmed);
         }
     }
     memory_global_after_dirty_log_sync();
@@ -1882,6 +1932,7 @@ SlsInfo *qmp_query_sls(Error **errp)
     info->unchanged_pages = e->unchanged_pages;
     info->cow_retries = e->cow_retries;
     info->cow_epochs = e->cow_epochs;
+    info->dirty_tracking = slsvirt_dirty_tracking(e);
     slsvirt_stop_percentiles(e, info);
     slsvirt_rates(e, info);
     tail = &info->stop_histogram;

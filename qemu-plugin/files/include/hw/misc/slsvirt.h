@@ -63,6 +63,7 @@ typedef struct SlsvirtEngine {
     bool redo_request;          /* ... and waits behind a redone epoch */
     bool need_full;             /* next capture copies every page */
     bool tracking;              /* our dirty tracking is on */
+    bool kvm_epoch_off;         /* KVM_SLS_EPOCH_HARVEST failed: stock from now on */
     Error *migration_blocker;
     QEMUTimer *period_timer;
     uint32_t effective_period_ms;
