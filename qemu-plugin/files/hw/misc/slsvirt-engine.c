@@ -1612,10 +1612,12 @@ static uint64_t slsvirt_engine_restore(SlsvirtState *s, uint64_t epoch,
         if (!slsvirt_tracking_start(s, errp)) {
             return 0;
         }
-        memory_global_dirty_log_sync(false);
+        slsvirt_dirty_sync(e);
         WITH_RCU_READ_LOCK_GUARD() {
+            bool rearmed = slsvirt_kvm_epoch(e);
+
             for (i = 0; i < e->nr_blocks; i++) {
-                slsvirt_harvest_block(&e->blocks[i]);
+                slsvirt_harvest_block(&e->blocks[i], rearmed);
             }
         }
         memory_global_after_dirty_log_sync();
