@@ -1028,7 +1028,8 @@ static void test_mem_off(void)
     Fixture f;
 
     fixture_start_args(&f, "/nonexistent/slsvirtd.sock", ",memory=off");
-    g_assert_cmphex(rd32(&f, SLSVIRT_REG_FEATURES), ==, SLSVIRT_F_PERSIST);
+    g_assert_cmphex(rd32(&f, SLSVIRT_REG_FEATURES), ==, SLSVIRT_F_PERSIST |
+                    SLSVIRT_F_GENERATION);
     doorbell(&f, SLSVIRT_CMD_RELEASE);
     g_assert_cmpuint(rd32(&f, SLSVIRT_REG_CMD_STATUS), ==, SLSVIRT_ST_INVALID);
     g_assert_cmpuint(rd32(&f, SLSVIRT_REG_BAD_ACCESSES), ==, 1);
