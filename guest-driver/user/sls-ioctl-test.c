@@ -401,7 +401,13 @@ static void on_alarm(int sig)
  */
 static void test_persist_signal(void)
 {
-	static const long delays_us[] = { 1000, 5000, 20000 };
+	/*
+	 * Long enough that the alarm cannot fire before the ioctl is entered
+	 * (at 1 ms it sometimes did on a loaded TCG host: the wait then ran to
+	 * the slow host's ack and "completed"), short of the slow host's
+	 * 1.5 s ack delay.
+	 */
+	static const long delays_us[] = { 100000, 250000, 500000 };
 	struct sigaction sa = { .sa_handler = on_alarm };	/* no SA_RESTART */
 	int interrupted = 0, completed = 0;
 	uint64_t epoch, after;

@@ -271,6 +271,19 @@ static void slsvirt_mem_command(SlsvirtState *s, bool release)
                                "RAM discard is disabled (e.g. by VFIO)");
             goto rollback;
         }
+        if (qemu_ram_get_fd(m->rb) >= 0 && !qemu_ram_is_shared(m->rb)) {
+            /*
+             * A lazily restored VM (or a clone) maps the epoch's image,
+             * shared with its clones, privately: a discard would punch
+             * the image under the other clones, and a later fault would
+             * find the page gone from a restore that counts it loaded.
+             */
+            slsvirt_mem_refuse(s, release, SLSVIRT_ST_BUSY, 0,
+                               "RAM is a private mapping of a file (a lazily "
+                               "restored VM or clone): restore with --eager "
+                               "to release memory");
+            goto rollback;
+        }
         for (r = 0; r < runs->len; r++) {
             SlsvirtMemRun *run = &g_array_index(runs, SlsvirtMemRun, r);
             uint64_t off = run->first << SLSVIRT_MEM_PAGE_BITS;
