@@ -118,7 +118,15 @@ void Compactor::run_once()
 		return;
 	}
 	removed_ += cs->removed;
-	if (cs->epoch) {
+	if (cs->epoch && cs->merged) {
+		merges_++;
+		SLS_LOG_INFO("%s: merged %llu deltas into epoch %llu (%llu pages, %llu bytes, load_ms=%.1f "
+			     "write_ms=%.1f total_ms=%.1f), removed %llu segments",
+			     who_.c_str(), static_cast<unsigned long long>(cs->chain_len),
+			     static_cast<unsigned long long>(cs->epoch), static_cast<unsigned long long>(cs->pages),
+			     static_cast<unsigned long long>(cs->base_bytes), cs->load_ns / 1e6, cs->write_ns / 1e6,
+			     cs->total_ns / 1e6, static_cast<unsigned long long>(cs->removed));
+	} else if (cs->epoch) {
 		bases_++;
 		SLS_LOG_INFO("%s: compacted epoch %llu into a base (%llu segments folded, %llu bytes, load_ms=%.1f "
 			     "write_ms=%.1f total_ms=%.1f), removed %llu segments",

@@ -274,7 +274,7 @@ private:
 				durable = v.seg.epoch;
 		}
 		compactor_ = std::make_unique<Compactor>(
-			*store_, RetentionPolicy{cfg_.retain, cfg_.compact_min, cfg_.compact_bytes_pct}, cfg_.faults,
+			*store_, RetentionPolicy{cfg_.retain, cfg_.compact_min, cfg_.compact_bytes_pct, cfg_.compact_merge}, cfg_.faults,
 			cfg_.compact_interval_ms, who());
 		version_ = static_cast<uint16_t>(*ver);
 		handshaken_ = true;

@@ -27,7 +27,7 @@ void on_signal(int)
 
 const char kUsage[] =
 	"usage: slsvirtd --socket PATH --store-root DIR [--retain N] [--compact-min N]\n"
-	"                [--compact-bytes-pct P] [--spare-files N] [--spare-mib M]\n"
+	"                [--compact-bytes-pct P] [--no-merge] [--spare-files N] [--spare-mib M]\n"
 	"                [--no-direct-io] [--daemonize]\n"
 	"                [--pidfile FILE] [--log FILE] [--fault SPEC] [--verbose]\n"
 	"\n"
@@ -38,7 +38,9 @@ const char kUsage[] =
 	"  --store-root DIR  store root, one directory per VM\n"
 	"  --retain N        keep at least the newest N restorable epochs per VM (default 8)\n"
 	"  --compact-min N   fold older epochs into a base once >= N segments can go (default 64)\n"
-	"  --compact-bytes-pct P  ... and they hold >= P% of the chain root's bytes (default 100)\n"
+	"  --compact-bytes-pct P  ... and they hold >= P% of the chain root's bytes (default 100);\n"
+	"                    below that, merge the deltas on the root into one instead\n"
+	"  --no-merge        never merge deltas: only bases (the behaviour before merges)\n"
 	"  --spare-files N   keep up to N retired segment files per VM as spares that new\n"
 	"                    epochs overwrite in place (default 128; 0: delete them)\n"
 	"  --spare-mib M     ... holding at most M MiB (default 1024)\n"
@@ -108,6 +110,8 @@ int main(int argc, char **argv)
 			detach = true;
 		} else if (a == "--verbose") {
 			verbose = true;
+		} else if (a == "--no-merge") {
+			cfg.compact_merge = false;
 		} else if (a == "--direct-io" || a == "--no-direct-io") {
 			cfg.direct_io = a == "--direct-io";
 		} else if (a == "--spare-files" || a == "--spare-mib") {

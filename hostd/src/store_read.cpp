@@ -202,7 +202,7 @@ void scan_fd_walk(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_
 		sc.corrupt(0, 0, "file header crc mismatch (stored 0x%08x, computed 0x%08x)", fh.header_crc, crc);
 		return;
 	}
-	const uint32_t allowed_flags = v1 ? 0 : fmt::kSegFBase;
+	const uint32_t allowed_flags = v1 ? 0 : fh.format_version < 4 ? fmt::kSegFBase : fmt::kSegFBase | fmt::kSegFMerged;
 	if (fh.page_size != fmt::kPageSize || (fh.flags & ~allowed_flags) || fh.reserved2 != 0 ||
 	    !all_zero(fh.reserved, sizeof(fh.reserved))) {
 		sc.corrupt(0, 0,
@@ -212,6 +212,7 @@ void scan_fd_walk(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_
 	}
 	info.format_version = fh.format_version;
 	info.header_flags = fh.flags;
+	info.merged = fh.flags & fmt::kSegFMerged;
 	if (expect_epoch && fh.epoch != expect_epoch) {
 		sc.corrupt(0, 0, "file header says epoch %llu, expected epoch %llu",
 			   static_cast<unsigned long long>(fh.epoch), static_cast<unsigned long long>(expect_epoch));
@@ -473,11 +474,12 @@ void scan_fd_walk(int fd, SegmentInfo &info, uint64_t expect_epoch, std::string_
 			// is full. Only a delta may carry ZERO entries.
 			const bool full = c.epoch_flags & 1;	// SLS_EPOCH_F_FULL
 			const bool base = fh.flags & fmt::kSegFBase;
-			if ((c.epoch_flags & ~1ull) || (base && !full) || (!full && c.parent_epoch == 0) ||
+			const bool merged = fh.flags & fmt::kSegFMerged;
+			if ((c.epoch_flags & ~1ull) || (base && !full) || (merged && full) || (!full && c.parent_epoch == 0) ||
 			    (full && nr_zero) || c.parent_epoch >= c.epoch || (v1 && !full)) {
 				sc.corrupt(recno, off,
 					   "COMMIT: epoch flags 0x%llx, parent %llu, %llu ZERO entries, header flags 0x%x "
-					   "do not form a full, delta or base segment",
+					   "do not form a full, delta, merged delta or base segment",
 					   static_cast<unsigned long long>(c.epoch_flags),
 					   static_cast<unsigned long long>(c.parent_epoch),
 					   static_cast<unsigned long long>(nr_zero), fh.flags);
@@ -1115,15 +1117,20 @@ RetentionPlan plan_retention(const std::vector<EpochView> &views, const Retentio
 	const uint64_t o = oldest.seg.epoch;
 	plan.oldest_retained = o;
 
-	// Segments the retained epochs need, with `o` as it is or as a base.
-	auto needed = [&](bool o_is_base) {
+	// Segments the retained epochs need, with `o` as it is, as a base, or
+	// as a merged delta on its chain's root.
+	enum class Fold { none, base, merge };
+	auto needed = [&](Fold fold) {
 		std::set<uint64_t> n;
 		for (size_t i = first_kept; i < restorable.size(); i++) {
 			const auto &ch = restorable[i]->chain;
 			auto from = ch.begin();
-			if (o_is_base)
-				if (auto f = std::find(ch.begin(), ch.end(), o); f != ch.end())
+			if (fold != Fold::none)
+				if (auto f = std::find(ch.begin(), ch.end(), o); f != ch.end()) {
 					from = f;
+					if (fold == Fold::merge)
+						n.insert(ch.front());
+				}
 			n.insert(from, ch.end());
 		}
 		// Epochs clones were started from, with their chains, as they are.
@@ -1143,9 +1150,9 @@ RetentionPlan plan_retention(const std::vector<EpochView> &views, const Retentio
 		std::reverse(r.begin(), r.end());	// newest first: leftovers of a crash stay restorable
 		return r;
 	};
-	plan.remove = removable(needed(false));
+	plan.remove = removable(needed(Fold::none));
 	if (oldest.seg.kind == SegmentKind::delta) {
-		std::vector<uint64_t> with_base = removable(needed(true));
+		std::vector<uint64_t> with_base = removable(needed(Fold::base));
 		// Bytes of the deltas the base would fold (not the root itself).
 		const uint64_t root = oldest.chain.front();
 		uint64_t bytes = 0;
@@ -1158,6 +1165,23 @@ RetentionPlan plan_retention(const std::vector<EpochView> &views, const Retentio
 		    bytes * 100 >= root_bytes * policy.compact_bytes_pct) {
 			plan.compact_epoch = o;
 			plan.remove = std::move(with_base);
+		} else if (policy.merge && oldest.chain.size() > 2) {
+			// Merge the deltas on the root into one. It writes at most
+			// the bytes it folds; the last merged delta is folded again,
+			// so it waits until at least as many new bytes arrived on it
+			// (each page is then rewritten O(log) times, not per pass).
+			std::vector<uint64_t> with_merge = removable(needed(Fold::merge));
+			uint64_t folded = 0, prev_merged = 0;
+			for (size_t i = 1; i < oldest.chain.size(); i++)
+				folded += seg_bytes(by_epoch[oldest.chain[i]]->seg);
+			if (const SegmentInfo &first = by_epoch[oldest.chain[1]]->seg; first.merged)
+				prev_merged = seg_bytes(first);
+			if (with_merge.size() > plan.remove.size() &&
+			    with_merge.size() >= std::max(1u, policy.compact_min) && folded >= 2 * prev_merged) {
+				plan.compact_epoch = o;
+				plan.merge = true;
+				plan.remove = std::move(with_merge);
+			}
 		}
 	}
 	if (!plan.compact_epoch && plan.remove.empty())
@@ -1215,7 +1239,7 @@ Result<SegmentInfo> Store::newest_valid() const { return newest_restorable(ScanD
 
 Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, const std::vector<std::string> &paths,
 				     std::span<const RamBlockMem> dest, bool zero_dest, std::mutex *lock,
-				     bool newest_first) const
+				     bool newest_first, bool deltas_only, std::vector<PageRef> *touched) const
 {
 	if (paths.size() != chain.size())
 		return make_error(-EINVAL, "load_chain: %zu paths for %zu segments", paths.size(), chain.size());
@@ -1254,8 +1278,8 @@ Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, const s
 		if (info.status != SegmentStatus::valid)
 			return make_error(-EBADMSG, "epoch %llu: chain segment %llu is %s: %s", target, ep,
 					  to_string(info.status), info.detail.c_str());
-		if ((ci == 0) != (info.kind != SegmentKind::delta) ||
-		    (ci > 0 && info.parent_epoch != chain[ci - 1]))
+		const bool want_root = ci == 0 && !deltas_only;
+		if (want_root != (info.kind != SegmentKind::delta) || (ci > 0 && info.parent_epoch != chain[ci - 1]))
 			return make_error(-EBADMSG, "epoch %llu: segment %llu (%s, parent %llu) does not fit its chain",
 					  target, ep, to_string(info.kind),
 					  static_cast<unsigned long long>(info.parent_epoch));
@@ -1374,6 +1398,13 @@ Result<LoadResult> Store::load_chain(const std::vector<uint64_t> &chain, const s
 			res.info = std::move(info);
 			res.info.epoch = chain[ci];
 		}
+	}
+	if (touched && newest_first) {
+		touched->clear();
+		for (uint32_t b = 0; b < applied.size(); b++)
+			for (uint64_t pg = 0; pg < applied[b].size(); pg++)
+				if (applied[b][pg])
+					touched->push_back({b, pg * fmt::kPageSize});
 	}
 	res.chain = chain;
 	return res;
@@ -1521,8 +1552,18 @@ Result<CompactStats> Store::compact(const RetentionPlan &plan, const FaultPlan &
 		if (!v || !v->restorable)
 			return make_error(-ENOENT, "compaction: epoch %llu is not restorable: %s",
 					  static_cast<unsigned long long>(e), v ? v->why.c_str() : "no such segment");
+		// A merge folds the deltas above the root (which stays) into one.
+		std::vector<uint64_t> fold = v->chain;
+		const uint64_t root = fold.front();
+		if (plan.merge) {
+			if (fold.size() < 3)
+				return make_error(-EINVAL, "compaction: epoch %llu has no deltas to merge on its root",
+						  static_cast<unsigned long long>(e));
+			fold.erase(fold.begin());
+		}
 		cs.epoch = e;
-		cs.chain_len = v->chain.size();
+		cs.merged = plan.merge;
+		cs.chain_len = fold.size();
 		uint64_t total = 0;
 		for (const auto &b : v->seg.layout)
 			total += b.length;
@@ -1535,7 +1576,8 @@ Result<CompactStats> Store::compact(const RetentionPlan &plan, const FaultPlan &
 			at += b.length;
 		}
 		const uint64_t t1 = mono_ns();
-		auto lr = load_chain(v->chain, chain_paths(views, v->chain), blocks, false, lock, true);
+		std::vector<PageRef> touched;
+		auto lr = load_chain(fold, chain_paths(views, fold), blocks, false, lock, true, plan.merge, &touched);
 		if (!lr)
 			return make_error(lr.code(), "compaction of epoch %llu: %s", static_cast<unsigned long long>(e),
 					  lr.message().c_str());
@@ -1545,9 +1587,16 @@ Result<CompactStats> Store::compact(const RetentionPlan &plan, const FaultPlan &
 		SegmentSpec spec;
 		spec.path = temp_path(e);
 		spec.fsync_dir_if_new = false;	// the rename's directory fsync covers the name
-		spec.meta = {e, v->seg.parent_epoch, 1 /* SLS_EPOCH_F_FULL */, v->seg.capture_realtime_ns,
-			     v->seg.stop_ns};
-		spec.header_flags = fmt::kSegFBase;
+		if (plan.merge) {
+			spec.meta = {e, root, 0, v->seg.capture_realtime_ns, v->seg.stop_ns};
+			spec.header_flags = fmt::kSegFMerged;
+			spec.delta = true;	// every page the deltas set; a now-zero one stays a ZERO entry
+			spec.pages = touched;
+		} else {
+			spec.meta = {e, v->seg.parent_epoch, 1 /* SLS_EPOCH_F_FULL */, v->seg.capture_realtime_ns,
+				     v->seg.stop_ns};
+			spec.header_flags = fmt::kSegFBase;
+		}
 		spec.blocks = blocks;
 		spec.devstate = lr->devstate;
 		spec.crash_mid = FaultKind::crash_compaction_writing;
@@ -1559,6 +1608,7 @@ Result<CompactStats> Store::compact(const RetentionPlan &plan, const FaultPlan &
 					  wr.message().c_str());
 		cs.write_ns = mono_ns() - t2;
 		cs.base_bytes = wr->file_bytes;
+		cs.pages = wr->nr_pages;
 		stage(CompactStage::tmp_durable, FaultKind::crash_compaction_tmp, "crash-compaction-tmp", e);
 		std::unique_lock<std::mutex> lk;
 		if (lock)

@@ -45,6 +45,7 @@ int usage()
 	fprintf(stderr,
 		"usage: sls-storebench --dir D [--epochs K] [--dirty-mib D] [--ram-mib R] [--rate HZ]\n"
 		"                      [--direct-io] [--retain N] [--compact-min N] [--compact-bytes-pct P]\n"
+		"                      [--no-merge]\n"
 		"                      [--zero-pct P] [--spare-files N] [--keep]\n");
 	return 2;
 }
@@ -57,7 +58,7 @@ int main(int argc, char **argv)
 	unsigned epochs = 500, retain = kDefaultRetain, compact_min = kDefaultCompactMin, compact_pct = 100;
 	unsigned spare_files = kDefaultSpareFiles;
 	double dirty_mib = 1, ram_mib = 256, rate = 0, zero_pct = 0;
-	bool direct = false, keep = false;
+	bool direct = false, keep = false, merge = true;
 	for (int i = 1; i < argc; i++) {
 		std::string a = argv[i];
 		auto val = [&]() -> const char * { return i + 1 < argc ? argv[++i] : nullptr; };
@@ -84,6 +85,8 @@ int main(int argc, char **argv)
 			zero_pct = strtod(v, nullptr);
 		else if (a == "--direct-io")
 			direct = true;
+		else if (a == "--no-merge")
+			merge = false;
 		else if (a == "--keep")
 			keep = true;
 		else
@@ -119,7 +122,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sls-storebench: %s\n", ring.message().c_str());
 		return 1;
 	}
-	Compactor comp(*st, RetentionPolicy{retain, compact_min, compact_pct}, FaultPlan(), 200, "storebench");
+	Compactor comp(*st, RetentionPolicy{retain, compact_min, compact_pct, merge}, FaultPlan(), 200, "storebench");
 	std::vector<unsigned char> dev(64 << 10, 0x5a);
 
 	const uint64_t tf = mono_ns();
@@ -197,7 +200,7 @@ int main(int argc, char **argv)
 	       "\"direct_io\":%s,\"epochs_per_s\":%.1f,\"data_mib_s\":%.1f,\"file_mib_s\":%.1f,"
 	       "\"write_mib_s_while_writing\":%.1f,\"commit_ms_p50\":%.3f,\"commit_ms_p99\":%.3f,"
 	       "\"commit_ms_max\":%.3f,\"commit_ms_mean\":%.3f,\"late_ticks\":%llu,\"zero_entries\":%llu,"
-	       "\"full_epoch_ms\":%.1f,\"full_epoch_mib\":%.1f,\"compaction_passes\":%llu,\"bases_written\":%llu,"
+	       "\"full_epoch_ms\":%.1f,\"full_epoch_mib\":%.1f,\"compaction_passes\":%llu,\"bases_written\":%llu,\"merges_written\":%llu,"
 	       "\"compaction_max_pass_ms\":%.1f,\"segments_removed\":%llu,\"epochs_over_spares\":%llu,\"spares_made\":%llu,"
 	       "\"by_target\":{\"new_file\":[%zu,%.3f,%.3f],\"made_spare\":[%zu,%.3f,%.3f],"
 	       "\"retired_segment\":[%zu,%.3f,%.3f]}}\n",
@@ -207,7 +210,8 @@ int main(int argc, char **argv)
 	       sum_ms / static_cast<double>(lat.empty() ? 1 : lat.size()), static_cast<unsigned long long>(late),
 	       static_cast<unsigned long long>(zero_entries), full_ms,
 	       static_cast<double>(full->file_bytes) / (1 << 20), static_cast<unsigned long long>(comp.passes()),
-	       static_cast<unsigned long long>(comp.bases_written()), static_cast<double>(comp.max_pass_ns()) / 1e6,
+	       static_cast<unsigned long long>(comp.bases_written()),
+	       static_cast<unsigned long long>(comp.merges_written()), static_cast<double>(comp.max_pass_ns()) / 1e6,
 	       static_cast<unsigned long long>(comp.segments_removed()), static_cast<unsigned long long>(reused),
 	       static_cast<unsigned long long>(comp.spares_made()), lat_new.size(), pct(lat_new, 50), pct(lat_new, 99),
 	       lat_made.size(), pct(lat_made, 50), pct(lat_made, 99), lat_retired.size(), pct(lat_retired, 50),

@@ -704,7 +704,7 @@ TEST_F(ChainTest, DeltaSegmentNegativeCases)
 	test::write_file(p, b);
 	si = store->scan(2, ScanDepth::structure);
 	EXPECT_EQ(si.status, SegmentStatus::corrupt);
-	EXPECT_NE(si.detail.find("full, delta or base"), std::string::npos) << si.detail;
+	EXPECT_NE(si.detail.find("do not form a full, delta"), std::string::npos) << si.detail;
 	// The writer refuses bad arguments.
 	test::write_file(p, orig);
 	auto blocks = g.m.blocks();
@@ -779,7 +779,9 @@ int in_child(F fn)
 
 } // namespace
 
-class CompactionCrashTest : public ChainTest, public ::testing::WithParamInterface<const char *> {};
+// (fault stage, merge): a crash while writing a base or a merged delta.
+class CompactionCrashTest : public ChainTest,
+			    public ::testing::WithParamInterface<std::tuple<const char *, bool>> {};
 
 TEST_P(CompactionCrashTest, KillAtAnyStageKeepsEveryRetainedEpochRestorable)
 {
@@ -791,7 +793,9 @@ TEST_P(CompactionCrashTest, KillAtAnyStageKeepsEveryRetainedEpochRestorable)
 	for (auto &[e, v] : views())
 		if (v.restorable)
 			before.push_back(e);
-	const std::string spec = std::string(GetParam()) + ":10";	// 10 = oldest of the newest 5
+	const bool merge = std::get<1>(GetParam());
+	const RetentionPolicy pol = merge ? RetentionPolicy{5, 1, 1000000, true} : RetentionPolicy{5, 1, 0};
+	const std::string spec = std::string(std::get<0>(GetParam())) + ":10";	// 10 = oldest of the newest 5
 	auto faults = FaultPlan::parse(spec);
 	ASSERT_TRUE(faults.ok()) << faults.message();
 	const std::string root = dir.path();
@@ -799,7 +803,7 @@ TEST_P(CompactionCrashTest, KillAtAnyStageKeepsEveryRetainedEpochRestorable)
 		auto s = Store::open(root, "vm0", false);
 		if (!s)
 			_exit(3);
-		auto r = s->apply_retention(RetentionPolicy{5, 1, 0}, *faults);
+		auto r = s->apply_retention(pol, *faults);
 		_exit(r.ok() ? 0 : 4);
 	});
 	ASSERT_TRUE(WIFSIGNALED(st)) << "fault " << spec << " did not crash (status " << st << ")";
@@ -818,25 +822,27 @@ TEST_P(CompactionCrashTest, KillAtAnyStageKeepsEveryRetainedEpochRestorable)
 	EXPECT_EQ(newest(), 14u);
 	// A later pass (after a restart) finishes the job and cleans up.
 	store->remove_stale_temp_files();
-	auto cs = store->apply_retention(RetentionPolicy{5, 1, 0});
+	auto cs = store->apply_retention(pol);
 	ASSERT_TRUE(cs.ok()) << cs.message();
 	v = views();
-	EXPECT_EQ(v.size(), 5u);
-	EXPECT_EQ(v[10].seg.kind, SegmentKind::base);
+	EXPECT_EQ(v.size(), merge ? 6u : 5u);	// a merged delta keeps its root
+	EXPECT_EQ(v[10].seg.kind, merge ? SegmentKind::delta : SegmentKind::base);
+	EXPECT_EQ(v[10].seg.merged, merge);
 	for (uint64_t e = 10; e <= 14; e++)
 		expect_restores(g, e);
 	EXPECT_FALSE(fs::exists(store->temp_path(10)));
 }
 
 INSTANTIATE_TEST_SUITE_P(Stages, CompactionCrashTest,
-			 ::testing::Values("crash-compaction-writing", "crash-compaction-tmp",
-					   "crash-compaction-renamed", "crash-mid-compaction"),
+			 ::testing::Combine(::testing::Values("crash-compaction-writing", "crash-compaction-tmp",
+							      "crash-compaction-renamed", "crash-mid-compaction"),
+					    ::testing::Bool()),
 			 [](const auto &info) {
-				 std::string n = info.param;
+				 std::string n = std::get<0>(info.param);
 				 for (auto &c : n)
 					 if (c == '-')
 						 c = '_';
-				 return n;
+				 return n + (std::get<1>(info.param) ? "_merge" : "_base");
 			 });
 
 class WriteFaultTest : public ChainTest, public ::testing::WithParamInterface<std::pair<const char *, int>> {};
@@ -1500,6 +1506,107 @@ const std::vector<RamBlockDesc> kLayout = {{"pc.ram", 400 * kPage}, {"pc.bios", 
 const std::vector<RamBlockDesc> kLayout200 = {{"pc.ram", 200 * kPage}, {"pc.bios", 16 * kPage}};
 
 } // namespace
+
+// Below the base threshold the deltas on the root are merged into one
+// delta (flag MERGED, parent = the root), so compaction writes what changed,
+// not the whole image; a ZERO entry in a folded delta stays one.
+TEST_F(ChainTest, RetentionMergesTheDeltasOnTheRootIntoOne)
+{
+	Guest g(500);
+	full(g, 1);
+	std::set<uint64_t> hot;	// pages the deltas 2..20 set (Guest::dirty, stride 3)
+	for (uint64_t e = 2; e <= 24; e++) {
+		delta(g, e, e - 1, 100 + (e % 4) * 10, 20);	// a hot set: about 30 pages
+		for (uint64_t i = 0; e <= 20 && i < 20; i++)
+			hot.insert(100 + (e % 4) * 10 + 3 * i);
+	}
+	const RetentionPolicy pol{5, 4, 200, true};	// 19 deltas: more bytes than the root, below 200%
+	auto plan = plan_retention(*store->catalog(ScanDepth::structure), pol);
+	EXPECT_EQ(plan.compact_epoch, 20u);
+	EXPECT_TRUE(plan.merge);
+	auto cs = store->apply_retention(pol);
+	ASSERT_TRUE(cs.ok()) << cs.message();
+	EXPECT_EQ(cs->epoch, 20u);
+	EXPECT_TRUE(cs->merged);
+	EXPECT_EQ(cs->chain_len, 19u);	// deltas 2..20
+	EXPECT_EQ(cs->removed, 18u);	// 2..19; the root stays
+	EXPECT_EQ(cs->pages, hot.size() + 1);	// the union + the pc.bios page, ZERO ones included
+	auto v = views();
+	ASSERT_EQ(v.size(), 6u);
+	EXPECT_EQ(v[1].seg.kind, SegmentKind::full);
+	EXPECT_EQ(v[20].seg.kind, SegmentKind::delta);
+	EXPECT_TRUE(v[20].seg.merged);
+	EXPECT_EQ(v[20].seg.parent_epoch, 1u);
+	EXPECT_GT(v[20].seg.nr_zero_pages, 0u);
+	EXPECT_LT(v[20].seg.segment_bytes, (hot.size() + 8) * kPage);	// not a 500-page image
+	EXPECT_EQ(v[24].chain, (std::vector<uint64_t>{1, 20, 21, 22, 23, 24}));
+	for (uint64_t e = 20; e <= 24; e++)
+		expect_restores(g, e);
+	auto full_views = store->catalog(ScanDepth::full);
+	ASSERT_TRUE(full_views.ok());
+	for (const auto &fv : *full_views)
+		EXPECT_TRUE(fv.restorable) << fv.seg.epoch << ": " << fv.why;
+	// The lazy map goes through the merged delta too.
+	auto m = store->map_epoch(24, std::vector<RamBlockDesc>{{"pc.ram", 500 * kPage}, {"pc.bios", 16 * kPage}}, 0);
+	ASSERT_TRUE(m.ok()) << m.message();
+	EXPECT_EQ(m->chain, (std::vector<uint64_t>{1, 20, 21, 22, 23, 24}));
+	Memory out = materialise(*m, 500);
+	EXPECT_TRUE(out.ram == g.want[24].first);
+	EXPECT_TRUE(out.bios == g.want[24].second);
+
+	// The next merge waits until the new deltas hold as many bytes as the
+	// last merged one, then folds it again with them.
+	delta(g, 25, 24, 100 + (25 % 4) * 10, 20);
+	auto p2 = plan_retention(*store->catalog(ScanDepth::structure), RetentionPolicy{5, 1, 200, true});
+	EXPECT_EQ(p2.compact_epoch, 0u) << "the new delta 21 holds fewer bytes than the merged 20";
+	for (uint64_t e = 26; e <= 34; e++)
+		delta(g, e, e - 1, 100 + (e % 4) * 10, 20);
+	auto cs2 = store->apply_retention(RetentionPolicy{5, 2, 200, true});
+	ASSERT_TRUE(cs2.ok()) << cs2.message();
+	EXPECT_EQ(cs2->epoch, 30u);
+	EXPECT_TRUE(cs2->merged);
+	v = views();
+	EXPECT_EQ(v[34].chain, (std::vector<uint64_t>{1, 30, 31, 32, 33, 34}));
+	EXPECT_FALSE(v.count(20));
+	for (uint64_t e = 30; e <= 34; e++)
+		expect_restores(g, e);
+
+	// Once the deltas on the root hold as many bytes as the root, a base.
+	for (uint64_t e = 35; e <= 60; e++)
+		delta(g, e, e - 1, (e * 37) % 480, 20);	// all over RAM
+	auto cs3 = store->apply_retention(RetentionPolicy{5, 2, 50, true});
+	ASSERT_TRUE(cs3.ok()) << cs3.message();
+	EXPECT_EQ(cs3->epoch, 56u);
+	EXPECT_FALSE(cs3->merged);
+	v = views();
+	EXPECT_EQ(v[56].seg.kind, SegmentKind::base);
+	EXPECT_FALSE(v.count(1));
+	for (uint64_t e = 56; e <= 60; e++)
+		expect_restores(g, e);
+	// merge = false: bases only, as before merges existed.
+	for (uint64_t e = 61; e <= 70; e++)
+		delta(g, e, e - 1, 7, 5);
+	auto p4 = plan_retention(*store->catalog(ScanDepth::structure), RetentionPolicy{5, 2, 100, false});
+	EXPECT_EQ(p4.compact_epoch, 0u);
+	EXPECT_FALSE(p4.merge);
+}
+
+// A merged delta that claims FULL is not a segment of any kind.
+TEST_F(ChainTest, MergedFlagOnAFullSegmentIsCorrupt)
+{
+	Guest g(50);
+	full(g, 1);
+	const std::string p = store->segment_path(1);
+	auto b = test::read_file(p);
+	fmt::FileHeader fh;
+	memcpy(&fh, b.data(), sizeof(fh));
+	fh.flags |= fmt::kSegFMerged;
+	fh.header_crc = crc32c(&fh, offsetof(fmt::FileHeader, header_crc));
+	memcpy(b.data(), &fh, sizeof(fh));
+	test::write_file(p, b);
+	SegmentInfo si = store->scan(1, ScanDepth::structure);
+	EXPECT_NE(si.status, SegmentStatus::valid);
+}
 
 TEST_F(ChainTest, LazyMapOfAnyEpochGivesItsBytesFromTheNewestCopies)
 {

@@ -35,6 +35,7 @@ public:
 	// Totals (read under no lock: monotonic counters for reports).
 	uint64_t passes() const { return passes_; }
 	uint64_t bases_written() const { return bases_; }
+	uint64_t merges_written() const { return merges_; }
 	uint64_t max_pass_ns() const { return max_pass_ns_; }
 	uint64_t last_pass_ns() const { return last_pass_ns_; }
 	uint64_t segments_removed() const { return removed_; }
@@ -55,7 +56,7 @@ private:
 	std::condition_variable spare_cv_;
 	bool pending_ = false, running_ = false, stop_ = false, spare_pending_ = false;
 	std::thread thread_, spare_thread_;
-	std::atomic<uint64_t> passes_{0}, bases_{0}, max_pass_ns_{0}, last_pass_ns_{0}, removed_{0}, spares_made_{0};
+	std::atomic<uint64_t> passes_{0}, bases_{0}, merges_{0}, max_pass_ns_{0}, last_pass_ns_{0}, removed_{0}, spares_made_{0};
 	std::string last_spare_error_;
 };
 

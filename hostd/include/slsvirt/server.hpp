@@ -25,6 +25,7 @@ struct ServerConfig {
 	unsigned retain = 8;		// keep at least this many restorable epochs per VM
 	unsigned compact_min = 64;	// see RetentionPolicy
 	unsigned compact_bytes_pct = 100;
+	bool compact_merge = true;	// RetentionPolicy::merge
 	unsigned compact_interval_ms = 200;	// a VM's compactor looks at most this often
 	bool direct_io = true;		// O_DIRECT for segment writes where supported (measured: faster)
 	unsigned spare_files = kDefaultSpareFiles;	// spare pool bounds per VM (Store::set_spare_limits)

@@ -115,6 +115,7 @@ struct SegmentInfo {
 	uint64_t parent_epoch = 0;	// from the file header
 	uint32_t format_version = 0;
 	uint32_t header_flags = 0;	// fmt::kSegF*
+	bool merged = false;		// a merged delta (written by compaction on its chain's root)
 	// From the COMMIT record (valid segments only):
 	SegmentKind kind = SegmentKind::full;
 	uint64_t epoch_flags = 0;
@@ -153,7 +154,8 @@ std::vector<EpochView> resolve_chains(const std::vector<SegmentInfo> &segments);
 // What retention does next (pure; see docs/store-format.md "Retention").
 struct RetentionPlan {
 	uint64_t oldest_retained = 0;	// 0 = nothing to do
-	uint64_t compact_epoch = 0;	// != 0: write a base for this epoch first
+	uint64_t compact_epoch = 0;	// != 0: write a base (or, merge: a merged delta) for this epoch first
+	bool merge = false;		// compact_epoch gets a merged delta on its chain's root, not a base
 	std::vector<uint64_t> remove;	// segments to delete (after the base, if any), newest first
 	std::vector<std::string> remove_paths;	// their files (same order; empty: the epochs' names)
 };
@@ -161,6 +163,9 @@ struct RetentionPolicy {
 	unsigned retain = kDefaultRetain;	// keep at least the newest N restorable epochs (>= 1)
 	unsigned compact_min = kDefaultCompactMin;	// compact once >= this many segments would go ...
 	unsigned compact_bytes_pct = 100;	// ... and they hold >= this % of the chain root's bytes
+	// Below that, once compact_min segments could go, the deltas on the
+	// root are merged into one (docs/store-format.md "Retention").
+	bool merge = true;
 };
 // pinned: epochs clones were started from (branch.hpp): each is kept with
 // its chain as it is (no base replaces it); UINT64_MAX keeps everything.
@@ -194,9 +199,11 @@ struct LazyMap {
 };
 
 struct CompactStats {
-	uint64_t epoch = 0;		// base written for this epoch (0: none)
+	uint64_t epoch = 0;		// base (or merged delta) written for this epoch (0: none)
+	bool merged = false;		// a merged delta on the chain's root, not a base
 	uint64_t chain_len = 0;		// segments folded into it
-	uint64_t base_bytes = 0;
+	uint64_t base_bytes = 0;	// bytes of the segment written
+	uint64_t pages = 0;		// merged delta: index entries (data + ZERO)
 	uint64_t removed = 0;		// segments deleted
 	uint64_t load_ns = 0, write_ns = 0, total_ns = 0;
 };
@@ -326,10 +333,15 @@ private:
 	// newest_first (compaction): segments newest first, each page read only
 	// from the newest segment that has it (older copies are neither read
 	// nor checked); same result as applying the chain oldest first.
+	// deltas_only (a merge): `chain` is the deltas above a root, which is
+	// not loaded; `touched` (newest_first only) gets every page an entry
+	// of the chain set, data or ZERO, in dest's block order.
 	[[nodiscard]] Result<LoadResult> load_chain(const std::vector<uint64_t> &chain,
 						    const std::vector<std::string> &paths,
 						    std::span<const RamBlockMem> dest, bool zero_dest,
-						    std::mutex *lock, bool newest_first = false) const;
+						    std::mutex *lock, bool newest_first = false,
+						    bool deltas_only = false,
+						    std::vector<PageRef> *touched = nullptr) const;
 
 	// Retires a segment file nothing needs any more: its header is zeroed
 	// (so it no longer reads as that epoch) and it becomes a spare, or it is

@@ -49,6 +49,10 @@ static_assert(sizeof(FileHeader) == 152);
 
 // FileHeader.flags (version 2).
 inline constexpr uint32_t kSegFBase = 1u << 0;	// a compacted base: a full image written by compaction
+// A merged delta (version 4): written by compaction, the newest copy of every
+// page of the deltas it folds, on the chain's root (parent_epoch). Read like
+// any delta; the flag tells retention what the last merge wrote.
+inline constexpr uint32_t kSegFMerged = 1u << 1;
 
 // Starts every record, at a 4096-aligned file offset.
 struct RecordHeader {
