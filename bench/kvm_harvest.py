@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 
-from benchlib import ROOT, BenchBase, BenchError, judge, log, now
+from benchlib import ROOT, BenchBase, BenchError, judge, log, now, print_footer, print_targets
 
 METHODS = ("cap", "dirty_log", "dirty_ring")
 STOCK = ("dirty_log", "dirty_ring")
@@ -104,13 +104,8 @@ def print_table(out):
                   f"{fmt(v.get('dirty_us')):>{w}}{hx:>{w}}{sx:>{w}}")
     print("x = best stock / cap (higher is better for cap); 'dirty N' = the guest's KVM_RUN time to "
           "write the N pages, write-protection faults included")
-    print("targets:")
-    for k, text in TARGETS.items():
-        v = out.get("targets", {}).get(k)
-        print(f"  [{'MET' if v else 'not met' if v is False else 'unknown'}] {text}")
-    for e in out.get("errors", []):
-        print(f"  error: {e}")
-    print(f"raw results: {out['workdir']}/result.json   elapsed {out.get('elapsed_s')} s")
+    print_targets(out, TARGETS)
+    print_footer(out)
 
 
 def main(argv):

@@ -15,7 +15,7 @@ import sys
 import time
 
 from benchlib import (HOSTD, MACHINE_ARGS, QEMU, SLSCTL, BenchBase, BenchError, judge, Console, Qemu, kill_pidfile,
-                      log, now, slsctl_run_detached)
+                      log, now, print_footer, print_targets, slsctl_run_detached)
 
 PERIOD_MS = 10             # the default continuous-checkpointing period
 BOOT_TIMEOUT_S = 120
@@ -392,14 +392,9 @@ def print_table(out):
               f"{fmt(v.get('speedup_bound'), '.2f', 'x'):>{w}}")
     print("  (no durability: the same guest and SQLite without PERSIST or sync, durable only by chance; "
           "bound = no durability / fsync, the most any durability mechanism could gain here)")
-    print("targets:")
-    for k, text in TARGETS.items():
-        v = out.get("targets", {}).get(k)
-        print(f"  [{'MET' if v else 'not met' if v is False else 'unknown'}] {text}")
+    print_targets(out, TARGETS)
     print(f"  persist p50 / host fdatasync p50 = {fmt(out.get('persist_vs_host_fdatasync'), '.2f', 'x')}")
-    for e in out.get("errors", []):
-        print(f"  error: {e}")
-    print(f"raw results: {out['workdir']}/result.json   elapsed {out.get('elapsed_s')} s")
+    print_footer(out)
 
 
 def main(argv):

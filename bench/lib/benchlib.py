@@ -366,3 +366,18 @@ def slsctl_run_detached(argv, env):
 def judge(value, ok):
     """A target's verdict: None when the value was not measured."""
     return None if value is None else bool(ok(value))
+
+
+def print_targets(out, targets):
+    """The targets' verdicts (out["targets"], from judge()) under their texts."""
+    print("targets:")
+    for k, text in targets.items():
+        v = out.get("targets", {}).get(k)
+        print(f"  [{'MET' if v else 'not met' if v is False else 'unknown'}] {text}")
+
+
+def print_footer(out):
+    """Errors met on the way and where the raw results are: a table's last lines."""
+    for e in out.get("errors", []):
+        print(f"  error: {e}")
+    print(f"raw results: {out['workdir']}/result.json   elapsed {out.get('elapsed_s')} s")
