@@ -930,12 +930,16 @@ static void slsvirt_cow_copy_page(SlsvirtEngine *e, SlsvirtRamBlock *b,
     if (!(qatomic_fetch_or(&b->cow_claim[BIT_WORD(page)], mask) & mask)) {
         uint8_t *dst = e->staging + b->staging_offset + off;
 
-        if (slsvirt_lazy_copy_page(e, b, page, dst)) {
-            /* not loaded since a lazy restore: taken from the store */
-        } else if (e->cow_full) {
-            memcpy(dst, b->host + off, SLS_PAGE_SIZE);
-        } else if (slsvirt_copy_if_changed(e, b, off)) {
-            qatomic_fetch_or(&b->cow_same[BIT_WORD(page)], mask);
+        /*
+         * A page a lazy restore has not loaded yet comes from the store
+         * (slsvirt_lazy_copy_page() copies it); else from guest RAM.
+         */
+        if (!slsvirt_lazy_copy_page(e, b, page, dst)) {
+            if (e->cow_full) {
+                memcpy(dst, b->host + off, SLS_PAGE_SIZE);
+            } else if (slsvirt_copy_if_changed(e, b, off)) {
+                qatomic_fetch_or(&b->cow_same[BIT_WORD(page)], mask);
+            }
         }
         qatomic_fetch_or(done, mask);   /* full barrier: copy, then done */
         if (writer) {

@@ -562,15 +562,27 @@ static void cow_start(FakeHost *h, Fixture *f, uint64_t addr, uint64_t npages)
 }
 
 /*
- * Copy-before-write: the epoch's pages are copied into staging after the
- * machine resumes, so a write that lands while they are being copied must
- * not reach the epoch. Fill 32 MiB with 0xa1, cut an epoch, overwrite it
- * with 0xb2 at once (qtest writes are DMA-like: address_space_write), and
- * check hostd saw only 0xa1 in that epoch and only 0xb2 in the next. The
- * overwrite has to land inside the copy window for this to test anything:
- * query-sls's cow-writer-copies says whether it did, so retry until it has.
+ * One copy-window case: @arm runs before the cut (may be NULL), @act
+ * right after it, so that it lands while the epoch's pages are being
+ * copied; the cut epoch must then hold @fill on every watched page and
+ * @check_next judges the epoch after it; @undo (may be NULL) ends an
+ * attempt.
  */
-static void test_copy_before_write(void)
+typedef struct CowCase {
+    uint8_t fill;
+    void (*arm)(Fixture *f, uint64_t addr, uint64_t len);
+    void (*act)(Fixture *f, uint64_t addr, uint64_t len);
+    void (*check_next)(FakeHost *h, uint64_t npages);
+    void (*undo)(Fixture *f, uint64_t addr, uint64_t len);
+} CowCase;
+
+/*
+ * Runs @c over 32 MiB. The act has to land inside the copy window for
+ * this to test anything: query-sls's cow-writer-copies says whether it
+ * did, so retry (up to 10 times) until it has. No attempt may redo a
+ * window (cow-retries).
+ */
+static void run_in_copy_window(const CowCase *c)
 {
     const uint64_t addr = 0x1000000, len = 32 * 1024 * 1024;
     const uint64_t npages = len / SLS_PAGE_SIZE;
@@ -582,36 +594,69 @@ static void test_copy_before_write(void)
     cow_start(&h, &f, addr, npages);
 
     for (attempt = 0; attempt < 10 && !writer_copies; attempt++) {
-        QDict *rsp;
+        QDict *rsp, *ret;
         uint64_t e;
 
-        qtest_memset(f.qts, addr, 0xa1, len);
+        qtest_memset(f.qts, addr, c->fill, len);
+        if (c->arm) {
+            c->arm(&f, addr, len);
+        }
         doorbell(&f, SLSVIRT_CMD_PERSIST);
         e = rd64(&f, SLSVIRT_REG_TARGET_EPOCH);
-        qtest_memset(f.qts, addr, 0xb2, len);
+        c->act(&f, addr, len);
         wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, e);
         g_assert_cmpuint(h.watch_epoch, ==, e);
-        g_assert_cmpuint(fake_host_watched(&h, 0xa1), ==, npages);
+        g_assert_cmpuint(fake_host_watched(&h, c->fill), ==, npages);
 
         doorbell(&f, SLSVIRT_CMD_PERSIST);
         e = rd64(&f, SLSVIRT_REG_TARGET_EPOCH);
         wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, e);
         g_assert_cmpuint(h.watch_epoch, ==, e);
-        g_assert_cmpuint(fake_host_watched(&h, 0xb2), ==, npages);
+        c->check_next(&h, npages);
 
         rsp = qtest_qmp(f.qts, "{'execute': 'query-sls'}");
-        g_assert(qdict_haskey(rsp, "return"));
-        g_assert(qdict_get_bool(qdict_get_qdict(rsp, "return"),
-                                "copy-before-write"));
-        g_assert_cmpuint(qdict_get_int(qdict_get_qdict(rsp, "return"),
-                                       "cow-retries"), ==, 0);
-        writer_copies = qdict_get_int(qdict_get_qdict(rsp, "return"),
-                                      "cow-writer-copies");
+        ret = qdict_get_qdict(rsp, "return");
+        g_assert(ret);
+        g_assert(qdict_get_bool(ret, "copy-before-write"));
+        g_assert_cmpuint(qdict_get_int(ret, "cow-retries"), ==, 0);
+        writer_copies = qdict_get_int(ret, "cow-writer-copies");
         qobject_unref(rsp);
+        if (c->undo) {
+            c->undo(&f, addr, len);
+        }
     }
     g_assert_cmpuint(writer_copies, >, 0);
+    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_BAD_ACCESSES), ==, 0);
     fixture_stop(&f);
     fake_host_stop(&h);
+}
+
+static void cbw_overwrite(Fixture *f, uint64_t addr, uint64_t len)
+{
+    qtest_memset(f->qts, addr, 0xb2, len);
+}
+
+static void cbw_check_next(FakeHost *h, uint64_t npages)
+{
+    g_assert_cmpuint(fake_host_watched(h, 0xb2), ==, npages);
+}
+
+/*
+ * Copy-before-write: the epoch's pages are copied into staging after the
+ * machine resumes, so a write that lands while they are being copied must
+ * not reach the epoch. Fill 32 MiB with 0xa1, cut an epoch, overwrite it
+ * with 0xb2 at once (qtest writes are DMA-like: address_space_write), and
+ * check hostd saw only 0xa1 in that epoch and only 0xb2 in the next.
+ */
+static void test_copy_before_write(void)
+{
+    static const CowCase c = {
+        .fill = 0xa1,
+        .act = cbw_overwrite,
+        .check_next = cbw_check_next,
+    };
+
+    run_in_copy_window(&c);
 }
 
 /* While the store is busy with one epoch, a storm of doorbells is
@@ -1122,68 +1167,55 @@ static void test_mem_state_roundtrip(void)
     rmdir(dir);
 }
 
+/* The release batch is ready before the cut; only the doorbell is after. */
+static void rel_arm(Fixture *f, uint64_t addr, uint64_t len)
+{
+    qtest_writeq(f->qts, DESC_AT, addr);
+    qtest_writeq(f->qts, DESC_AT + 8, len);
+    qpci_io_writeq(f->dev, f->bar, SLSVIRT_REG_MEM_DESC_ADDR, DESC_AT);
+    qpci_io_writel(f->dev, f->bar, SLSVIRT_REG_MEM_DESC_COUNT, 1);
+}
+
+static void rel_release(Fixture *f, uint64_t addr, uint64_t len)
+{
+    doorbell(f, SLSVIRT_CMD_RELEASE);
+    g_assert_cmpuint(rd32(f, SLSVIRT_REG_CMD_STATUS), ==, SLSVIRT_ST_OK);
+}
+
+/* A delta that lists the released pages, as zero pages. */
+static void rel_check_next(FakeHost *h, uint64_t npages)
+{
+    g_mutex_lock(&h->lock);
+    g_assert(!(h->last_flags & SLS_EPOCH_F_FULL));
+    g_assert_cmpuint(h->last_pages->len, >=, npages);
+    g_mutex_unlock(&h->lock);
+    g_assert_cmpuint(fake_host_watched(h, 0), ==, npages);
+}
+
+static void rel_reclaim(Fixture *f, uint64_t addr, uint64_t len)
+{
+    g_assert_cmpuint(mem_one(f, SLSVIRT_CMD_RECLAIM, addr, len), ==,
+                     SLSVIRT_ST_OK);
+}
+
 /*
  * A RELEASE inside an open copy window: the epoch being copied keeps the
  * bytes from before the release (the discard goes through the same
  * copy-before-write path as any write), and the next epoch is a delta
  * that lists the released pages with zeros (hostd stores those as ZERO
- * entries: the release is recorded there, no data written). As in
- * test_copy_before_write, the release must land inside the window: retry
- * until cow-writer-copies says it did.
+ * entries: the release is recorded there, no data written).
  */
 static void test_mem_release_during_copy(void)
 {
-    const uint64_t addr = 0x1000000, len = 32 * 1024 * 1024;
-    const uint64_t npages = len / SLS_PAGE_SIZE;
-    uint64_t writer_copies = 0;
-    FakeHost h;
-    Fixture f;
-    int attempt;
+    static const CowCase c = {
+        .fill = 0xc3,
+        .arm = rel_arm,
+        .act = rel_release,
+        .check_next = rel_check_next,
+        .undo = rel_reclaim,
+    };
 
-    cow_start(&h, &f, addr, npages);
-
-    for (attempt = 0; attempt < 10 && !writer_copies; attempt++) {
-        QDict *rsp;
-        uint64_t e;
-
-        qtest_memset(f.qts, addr, 0xc3, len);
-        /* the batch is ready before the cut; only the doorbell is after */
-        qtest_writeq(f.qts, DESC_AT, addr);
-        qtest_writeq(f.qts, DESC_AT + 8, len);
-        qpci_io_writeq(f.dev, f.bar, SLSVIRT_REG_MEM_DESC_ADDR, DESC_AT);
-        qpci_io_writel(f.dev, f.bar, SLSVIRT_REG_MEM_DESC_COUNT, 1);
-        doorbell(&f, SLSVIRT_CMD_PERSIST);
-        e = rd64(&f, SLSVIRT_REG_TARGET_EPOCH);
-        doorbell(&f, SLSVIRT_CMD_RELEASE);
-        g_assert_cmpuint(rd32(&f, SLSVIRT_REG_CMD_STATUS), ==, SLSVIRT_ST_OK);
-        wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, e);
-        g_assert_cmpuint(h.watch_epoch, ==, e);
-        g_assert_cmpuint(fake_host_watched(&h, 0xc3), ==, npages);
-
-        doorbell(&f, SLSVIRT_CMD_PERSIST);
-        e = rd64(&f, SLSVIRT_REG_TARGET_EPOCH);
-        wait_epoch(&f, SLSVIRT_REG_DURABLE_EPOCH, e);
-        /* A delta that lists the released pages, as zero pages. */
-        g_mutex_lock(&h.lock);
-        g_assert(!(h.last_flags & SLS_EPOCH_F_FULL));
-        g_assert_cmpuint(h.last_pages->len, >=, npages);
-        g_mutex_unlock(&h.lock);
-        g_assert_cmpuint(h.watch_epoch, ==, e);
-        g_assert_cmpuint(fake_host_watched(&h, 0), ==, npages);
-
-        rsp = qmp_ok(&f, "{'execute': 'query-sls'}");
-        g_assert_cmpuint(qdict_get_int(qdict_get_qdict(rsp, "return"),
-                                       "cow-retries"), ==, 0);
-        writer_copies = qdict_get_int(qdict_get_qdict(rsp, "return"),
-                                      "cow-writer-copies");
-        qobject_unref(rsp);
-        g_assert_cmpuint(mem_one(&f, SLSVIRT_CMD_RECLAIM, addr, len), ==,
-                         SLSVIRT_ST_OK);
-    }
-    g_assert_cmpuint(writer_copies, >, 0);
-    g_assert_cmpuint(rd32(&f, SLSVIRT_REG_BAD_ACCESSES), ==, 0);
-    fixture_stop(&f);
-    fake_host_stop(&h);
+    run_in_copy_window(&c);
 }
 
 int main(int argc, char **argv)
