@@ -1,6 +1,12 @@
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <string>
 
 #include "slsvirt/compactor.hpp"
@@ -8,6 +14,26 @@
 #include "slsvirt/log.hpp"
 
 namespace slsvirt {
+
+namespace {
+
+// Background work yields to the epoch path: a compaction or spare thread
+// runs at nice 10 and the lowest best-effort I/O priority (mq-deadline and
+// bfq serve an epoch's writes first; the CPU goes to the thread that acks
+// epochs and to the guest's vCPUs). Not idle class: under a steady stream
+// of epochs that would starve retention. Best effort: failures are logged.
+void run_in_background(const char *name, const std::string &who)
+{
+	pthread_setname_np(pthread_self(), name);
+	const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+	if (setpriority(PRIO_PROCESS, tid, 10) < 0)
+		SLS_LOG_DEBUG("%s: %s: nice 10: %s", who.c_str(), name, strerror(errno));
+	constexpr int kIoprioWhoProcess = 1, kIoprioClassBe = 2, kIoprioClassShift = 13;
+	if (syscall(SYS_ioprio_set, kIoprioWhoProcess, static_cast<int>(tid), (kIoprioClassBe << kIoprioClassShift) | 7) < 0)
+		SLS_LOG_DEBUG("%s: %s: I/O priority best-effort 7: %s", who.c_str(), name, strerror(errno));
+}
+
+} // namespace
 
 Compactor::Compactor(const Store &store, RetentionPolicy policy, FaultPlan faults, unsigned interval_ms,
 		     std::string who)
@@ -46,6 +72,7 @@ void Compactor::kick()
 
 void Compactor::spare_loop()
 {
+	run_in_background("sls-spares", who_);
 	std::unique_lock lk(mu_);
 	for (;;) {
 		spare_cv_.wait(lk, [&] { return stop_ || spare_pending_; });
@@ -74,6 +101,7 @@ void Compactor::wait_idle()
 
 void Compactor::loop()
 {
+	run_in_background("sls-compact", who_);
 	std::unique_lock lk(mu_);
 	for (;;) {
 		cv_.wait(lk, [&] { return stop_ || pending_; });
