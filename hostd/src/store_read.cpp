@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -766,7 +767,6 @@ struct Store::SparePool {
 	uint64_t max_bytes = kDefaultSpareBytes;
 	unsigned reserve = kDefaultSpareReserve;
 	uint64_t want_bytes = 0;	// size class of the last epoch written (make_spares)
-	uint64_t made = 0;		// spares made so far (their names)
 	std::mutex make_mu;		// one make_spares() at a time
 };
 
@@ -798,12 +798,20 @@ Result<unsigned> Store::make_spares() const
 			if (!want || fit + made.size() >= spares_->reserve ||
 			    spares_->files.size() + made.size() >= spares_->max_files || bytes + want > spares_->max_bytes)
 				break;
-			spares_->made++;
 		}
-		const std::string p =
-			epochs_dir_ + "/" + strf("spare-new-%d-%llu.sls.free", static_cast<int>(getpid()),
-						 static_cast<unsigned long long>(spares_->made));
-		UniqueFd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+		// A fresh name: a process-wide sequence, and past any name an
+		// earlier Store of this directory (a reconnect, a restarted
+		// slsvirtd whose pid came round again) left in the pool.
+		std::string p;
+		UniqueFd fd;
+		for (int tries = 0; tries < 64; tries++) {
+			static std::atomic<uint64_t> seq{0};
+			p = epochs_dir_ + "/" + strf("spare-new-%d-%llu.sls.free", static_cast<int>(getpid()),
+						     static_cast<unsigned long long>(++seq));
+			fd.reset(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+			if (fd.valid() || errno != EEXIST)
+				break;
+		}
 		if (!fd.valid()) {
 			Error e = errno_error("create spare " + p);
 			undo();

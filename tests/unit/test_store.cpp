@@ -1433,6 +1433,36 @@ TEST_F(SpareTest, PoolIsBoundedByCountAndBytesAndSurvivesRestart)
 	expect_restores(g, 16);
 }
 
+// A second Store of the same directory (slsvirtd serving a VM again after
+// a restore) pools the spares the first one made and makes new ones beside
+// them: fresh names, never "File exists".
+TEST_F(SpareTest, SparesMadeAgainAfterAReconnectGetFreshNames)
+{
+	Guest g(300);
+	full(g, 1);
+	for (uint64_t e = 2; e <= 4; e++)
+		delta(g, e, e - 1, e * 5, 30);
+	auto m1 = store->make_spares();
+	ASSERT_TRUE(m1.ok()) << m1.message();
+	EXPECT_EQ(*m1, kDefaultSpareReserve);
+	auto s2 = Store::open(dir.path(), "vm0", false);
+	ASSERT_TRUE(s2.ok());
+	ASSERT_TRUE(s2->recover().ok());
+	EXPECT_EQ(s2->spare_files().size(), kDefaultSpareReserve);
+	store.emplace(std::move(*s2));
+	for (uint64_t e = 5; e <= 7; e++)
+		EXPECT_TRUE(delta(g, e, e - 1, e * 5, 30).reused_spare);
+	auto m2 = store->make_spares();
+	ASSERT_TRUE(m2.ok()) << m2.message();
+	EXPECT_EQ(*m2, 3u);
+	std::set<std::string> names;
+	for (const auto &[p, size] : store->spare_files())
+		EXPECT_TRUE(names.insert(p).second) << p;
+	EXPECT_EQ(names.size(), kDefaultSpareReserve);
+	for (uint64_t e = 5; e <= 7; e++)
+		expect_restores(g, e);
+}
+
 TEST_F(SpareTest, FailedWriteOverSpareLeavesNoVisibleEpoch)
 {
 	Guest g(400);
