@@ -343,6 +343,11 @@ private:
 			last_acked_ = 0;
 			return ack_epoch(e.epoch, wr.code(), 0, wr.message());
 		}
+		newest_ = e.epoch;
+		last_acked_ = e.epoch;
+		// The ack first: a guest may be waiting in PERSIST for it; the log
+		// line (a write(2)) and the bookkeeping below are not on its path.
+		bool ok = ack_epoch(e.epoch, 0, wr->file_bytes, "durable");
 		SLS_LOG_INFO("vm %s epoch %llu (%s) durable: bytes=%llu pages=%llu zero_pages=%llu devstate=%llu "
 			     "write_ms=%.2f stop_ms=%.2f%s",
 			     vm_.c_str(), ep, full ? "full" : "delta", static_cast<unsigned long long>(wr->file_bytes),
@@ -350,9 +355,6 @@ private:
 			     static_cast<unsigned long long>(wr->zero_pages),
 			     static_cast<unsigned long long>(wr->devstate_bytes), wr->write_ns / 1e6, e.stop_ns / 1e6,
 			     wr->reused_spare ? " (over a spare)" : "");
-		newest_ = e.epoch;
-		last_acked_ = e.epoch;
-		bool ok = ack_epoch(e.epoch, 0, wr->file_bytes, "durable");
 		if (full)
 			release_branch_pin();
 		store_->name_segment(*wr);	// a reused spare gets its epoch's name (a hint; no fsync)
