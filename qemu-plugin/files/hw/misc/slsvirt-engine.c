@@ -1449,16 +1449,6 @@ static void slsvirt_readable(void *opaque)
     }
 
     e->inflight_epoch = 0;
-    /*
-     * hostd is done with staging (it writes straight from it): give its
-     * pages back, or a full capture leaves a copy of all of RAM there for
-     * the life of the VM -- what each clone of an epoch would pay.
-     */
-    if (e->lazy && fallocate(e->staging_fd, FALLOC_FL_PUNCH_HOLE |
-                             FALLOC_FL_KEEP_SIZE, 0, e->staging_size)) {
-        warn_report_once("slsvirt: cannot release staging memory: %s",
-                         strerror(errno));
-    }
     if (status == 0) {
         s->durable_epoch = epoch;
         e->parent_epoch = epoch;
@@ -1477,6 +1467,18 @@ static void slsvirt_readable(void *opaque)
     }
     trace_slsvirt_epoch_done(epoch, status);
     slsvirt_epoch_notify(s);
+    /*
+     * hostd is done with staging (it writes straight from it): give its
+     * pages back, or a full capture leaves a copy of all of RAM there for
+     * the life of the VM -- what each clone of an epoch would pay. After
+     * the notification (PERSIST waiters need not wait for it), before the
+     * next capture (a bottom half: it runs after this returns).
+     */
+    if (e->lazy && fallocate(e->staging_fd, FALLOC_FL_PUNCH_HOLE |
+                             FALLOC_FL_KEEP_SIZE, 0, e->staging_size)) {
+        warn_report_once("slsvirt: cannot release staging memory: %s",
+                         strerror(errno));
+    }
     if (e->request_pending) {
         qemu_bh_schedule(e->capture_bh);
     }
