@@ -885,7 +885,9 @@ int cmd_working_set(Args &a)
 
 std::string kind_text(const SegmentInfo &s)
 {
-	return s.status == SegmentStatus::valid ? to_string(s.kind) : "-";
+	if (s.status != SegmentStatus::valid)
+		return "-";
+	return s.merged ? "merged" : to_string(s.kind);	// merged: a delta compaction wrote on the root
 }
 
 std::string parent_text(const SegmentInfo &s)
@@ -985,7 +987,7 @@ int cmd_verify(Args &a)
 		else if (!v->restorable)
 			what = "not restorable: " + v->why;
 		else
-			what = strf("ok (%s%s)", to_string(s.kind),
+			what = strf("ok (%s%s)", kind_text(s).c_str(),
 				    v->chain.size() > 1 ? strf(", chain of %zu from epoch %llu", v->chain.size(),
 							       static_cast<unsigned long long>(v->chain.front()))
 								  .c_str()
@@ -1259,7 +1261,7 @@ const Command kCommands[] = {
 	 {},
 	 cmd_working_set},
 	{"ls", "VM [--json]",
-	 "List the VM's epochs: kind (full/delta/base), parent, restorable (and why not), status, pages,\n"
+	 "List the VM's epochs: kind (full/delta/merged/base), parent, restorable (and why not), status, pages,\n"
 	 "bytes, capture time. A delta is restorable only if its whole chain down to a full/base is.",
 	 {{"--json", nullptr, "print a JSON array (what virsh sls-list and sls-info read)"}},
 	 cmd_ls},
