@@ -156,26 +156,18 @@ class Bench(BenchBase):
             args.append("--prestarted")
         t0 = now()
         out = self.slsctl(*args)
-        if mode == "lazy_pre":
-            m = re.search(r"to running: (\d+) ms \(QMP connect (\d+) ms, restore (\d+) ms\)", out)
-            if not m:
-                raise BenchError(f"slsctl restore --prestarted printed no timing: {out.strip()[-300:]}")
-            t_ready, answer = ping(self.svc)
-            if answer != self.sum:
-                raise BenchError(f"restored service answered sum {answer}, expected {self.sum}")
-            # QEMU was up before the command: "first instruction" is the
-            # whole command's QMP work (connect, sls-restore, cont).
-            res = {"ready_ms": (t_ready - t0) * 1000, "running_ms": int(m[1]), "qmp_up_ms": 0,
-                   "first_instr_ms": int(m[1])}
-        else:
-            m = re.search(r"QEMU start to running: (\d+) ms \(QMP up (\d+) ms, restore (\d+) ms\)", out)
-            if not m:
-                raise BenchError(f"slsctl restore printed no timing: {out.strip()[-300:]}")
-            t_ready, answer = ping(self.svc)
-            if answer != self.sum:
-                raise BenchError(f"restored service answered sum {answer}, expected {self.sum}")
-            res = {"ready_ms": (t_ready - t0) * 1000, "running_ms": int(m[1]), "qmp_up_ms": int(m[2]),
-                   "first_instr_ms": int(m[1]) - int(m[2])}
+        m = re.search(r"to running: (\d+) ms \(QMP connect (\d+) ms, restore (\d+) ms\)" if mode == "lazy_pre"
+                      else r"QEMU start to running: (\d+) ms \(QMP up (\d+) ms, restore (\d+) ms\)", out)
+        if not m:
+            raise BenchError(f"slsctl {' '.join(args)} printed no timing: {out.strip()[-300:]}")
+        t_ready, answer = ping(self.svc)
+        if answer != self.sum:
+            raise BenchError(f"restored service answered sum {answer}, expected {self.sum}")
+        # Pre-started, QEMU was up before the command: "first instruction"
+        # is the whole command's QMP work (connect, sls-restore, cont).
+        qmp_up = 0 if mode == "lazy_pre" else int(m[2])
+        res = {"ready_ms": (t_ready - t0) * 1000, "running_ms": int(m[1]), "qmp_up_ms": qmp_up,
+               "first_instr_ms": int(m[1]) - qmp_up}
         if mode != "eager":
             q = self.qmp_vm(vm)
             info = q.cmd("query-sls-restore")

@@ -742,6 +742,23 @@ Result<std::string> lazy_image_for(const VmConf &conf, const std::string &vm, ui
 	return make_image_file(vm, epoch);
 }
 
+// Before starting a QEMU for vm: none may run yet; vm.conf (--qemu
+// overrides its binary), the run dir and slsvirtd.
+Result<VmConf> prepare_qemu_start(const Args &a, const std::string &vm, const Store &store)
+{
+	if (pid_t p = live_qemu(a, vm))
+		return make_error(-EBUSY, "a QEMU for VM '%s' is still running (pid %d); stop it first", vm.c_str(),
+				  static_cast<int>(p));
+	auto conf = load_vm_conf(store.vm_dir() + "/vm.conf");
+	if (!conf)
+		return conf.error();
+	if (a.has("--qemu"))
+		conf->qemu = a.qemu();
+	SLS_TRY(ensure_run_dir(a));
+	SLS_TRY(ensure_hostd(a));
+	return conf;
+}
+
 // restore --prestarted: into the QEMU `slsctl prestart VM` left waiting.
 int restore_prestarted(const Args &a, const std::string &vm, const RestoreSource &src, bool lazy,
 		       const std::string &ws)
@@ -786,18 +803,9 @@ int cmd_prestart(Args &a)
 	auto store = Store::open(a.store_root(), *vm, false);
 	if (!store)
 		return fail(store.message());
-	if (pid_t p = live_qemu(a, *vm))
-		return fail(strf("a QEMU for VM '%s' is still running (pid %d); stop it first", vm->c_str(),
-				 static_cast<int>(p)));
-	auto conf = load_vm_conf(store->vm_dir() + "/vm.conf");
+	auto conf = prepare_qemu_start(a, *vm, *store);
 	if (!conf)
 		return fail(conf.message());
-	if (a.has("--qemu"))
-		conf->qemu = a.qemu();
-	if (Status s = ensure_run_dir(a); !s.ok())
-		return fail(s.message());
-	if (Status s = ensure_hostd(a); !s.ok())
-		return fail(s.message());
 	// Lazy is what a prestarted QEMU is for; --eager restores into it work too.
 	auto image = lazy_image_for(*conf, *vm, 0, false);
 	if (!image)
@@ -849,18 +857,9 @@ int cmd_restore(Args &a)
 
 	if (a.has("--prestarted"))
 		return restore_prestarted(a, *vm, *src, !eager, ws);
-	if (pid_t p = live_qemu(a, *vm))
-		return fail(strf("a QEMU for VM '%s' is still running (pid %d); stop it first", vm->c_str(),
-				 static_cast<int>(p)));
-	auto conf = load_vm_conf(store->vm_dir() + "/vm.conf");
+	auto conf = prepare_qemu_start(a, *vm, *store);
 	if (!conf)
 		return fail(conf.message());
-	if (a.has("--qemu"))
-		conf->qemu = a.qemu();
-	if (Status s = ensure_run_dir(a); !s.ok())
-		return fail(s.message());
-	if (Status s = ensure_hostd(a); !s.ok())
-		return fail(s.message());
 	auto image = lazy_image_for(*conf, *vm, src->epoch, eager);
 	if (!image)
 		return fail(image.message());
