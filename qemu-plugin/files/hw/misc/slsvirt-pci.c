@@ -189,6 +189,7 @@ static void slsvirt_mem_command(SlsvirtState *s, bool release)
     uint32_t count = m->desc_count, i;
     uint64_t addr = m->desc_addr, bytes, pages = 0, in_use;
     MemTxResult res;
+    bool lazy;
     guint r;
 
     if (count < 1 || count > SLSVIRT_MEM_MAX_DESC) {
@@ -271,17 +272,19 @@ static void slsvirt_mem_command(SlsvirtState *s, bool release)
                                "RAM discard is disabled (e.g. by VFIO)");
             goto rollback;
         }
-        if (qemu_ram_get_fd(m->rb) >= 0 && !qemu_ram_is_shared(m->rb)) {
-            /*
-             * A lazily restored VM (or a clone) maps the epoch's image,
-             * shared with its clones, privately: a discard would punch
-             * the image under the other clones, and a later fault would
-             * find the page gone from a restore that counts it loaded.
-             */
+        /*
+         * A lazily restored VM (or a clone) maps the epoch's image, shared
+         * with its clones, privately: the lazy restore discards there
+         * (slsvirt_lazy_discard: zero pages, the image punched only when
+         * no clone maps it). Any other private file mapping would have
+         * the file punched under whoever else maps it: refused.
+         */
+        lazy = slsvirt_lazy_serves(&s->engine, m->rb);
+        if (!lazy && qemu_ram_get_fd(m->rb) >= 0 &&
+            !qemu_ram_is_shared(m->rb)) {
             slsvirt_mem_refuse(s, release, SLSVIRT_ST_BUSY, 0,
-                               "RAM is a private mapping of a file (a lazily "
-                               "restored VM or clone): restore with --eager "
-                               "to release memory");
+                               "RAM is a private mapping of a file that no "
+                               "lazy restore serves: cannot release it");
             goto rollback;
         }
         for (r = 0; r < runs->len; r++) {
@@ -295,7 +298,8 @@ static void slsvirt_mem_command(SlsvirtState *s, bool release)
              * is copying first, exactly as for any other writer.
              */
             ram_write_notify_mr(m->ram, off, len);
-            if (ram_block_discard_range(m->rb, off, len)) {
+            if (lazy ? slsvirt_lazy_discard(&s->engine, m->rb, off, len) < 0
+                     : ram_block_discard_range(m->rb, off, len) != 0) {
                 slsvirt_mem_refuse(s, release, SLSVIRT_ST_BUSY, 0,
                                    "discard of 0x%" PRIx64 "+0x%" PRIx64
                                    " failed", off, len);

@@ -95,6 +95,7 @@ typedef struct SlsvirtLazyBlock {
 
 struct SlsvirtLazy {
     uint64_t epoch;
+    bool image_shared;          /* other VMs (clones) map the RAM image */
     int uffd;
     int stop_fd;                /* eventfd: the threads exit */
     int nr_files;
@@ -731,7 +732,8 @@ fail:
 }
 
 bool slsvirt_lazy_start(SlsvirtState *s, uint64_t epoch, const int *fds,
-                        int nr_fds, const char *working_set, Error **errp)
+                        int nr_fds, const char *working_set,
+                        bool image_shared, Error **errp)
 {
     SlsvirtEngine *e = &s->engine;
     SlsvirtLazy *l;
@@ -743,6 +745,7 @@ bool slsvirt_lazy_start(SlsvirtState *s, uint64_t epoch, const int *fds,
     e->lazy = l;
     qemu_mutex_init(&l->lock);
     l->epoch = epoch;
+    l->image_shared = image_shared;
     l->uffd = -1;
     l->stop_fd = -1;
     l->started_ns = get_clock();
@@ -839,6 +842,96 @@ fail:
     }
     slsvirt_lazy_free(e);
     return false;
+}
+
+static SlsvirtLazyBlock *slsvirt_lazy_block_of_rb(SlsvirtLazy *l,
+                                                  RAMBlock *rb)
+{
+    for (unsigned i = 0; l && i < l->nr_blocks; i++) {
+        if (l->blocks[i].lazy && l->blocks[i].b->rb == rb) {
+            return &l->blocks[i];
+        }
+    }
+    return NULL;
+}
+
+bool slsvirt_lazy_serves(SlsvirtEngine *e, RAMBlock *rb)
+{
+    return slsvirt_lazy_block_of_rb(e->lazy, rb) != NULL;
+}
+
+/*
+ * The guest released [@off, @off + @len) of @rb (slsvirt-pci RELEASE): from
+ * now on those pages read as zero, whatever the store holds for them.
+ * Returns 0 when @rb is not served lazily (the caller discards it as any
+ * RAM), 1 when done, -errno on failure.
+ *
+ * Dropping the mapping is not enough here: a later touch would fault to
+ * us (and load the epoch's bytes) or, for the private file mapping, map
+ * the image's page cache page. So the private copies go (MADV_DONTNEED)
+ * and a zero page takes their place (UFFDIO_ZEROPAGE: no memory), and the
+ * pages count as loaded and written (a capture reads them from RAM). The
+ * image file is punched only when no other VM maps it (slsctl restore;
+ * clones share theirs): that is what returns its memory to the host.
+ */
+int slsvirt_lazy_discard(SlsvirtEngine *e, RAMBlock *rb, uint64_t off,
+                         uint64_t len)
+{
+    SlsvirtLazy *l = e->lazy;
+    SlsvirtLazyBlock *lb = slsvirt_lazy_block_of_rb(l, rb);
+    uint8_t *host;
+    uint64_t done = 0;
+    unsigned retries = 0;
+    int ret = 1;
+
+    if (!lb) {
+        return 0;
+    }
+    if (off % SLS_PAGE_SIZE || len % SLS_PAGE_SIZE || !len ||
+        off + len > lb->b->length) {
+        return -EINVAL;
+    }
+    host = lb->b->host + off;
+    qemu_mutex_lock(&l->lock);
+    if (lb->fd >= 0 && !l->image_shared &&
+        fallocate(lb->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  lb->fd_offset + off, len)) {
+        ret = -errno;
+        goto out;
+    }
+    if (qemu_madvise(host, len, QEMU_MADV_DONTNEED)) {
+        ret = -errno;
+        goto out;
+    }
+    while (done < len) {
+        struct uffdio_zeropage z = {
+            .range = { .start = (uint64_t)(uintptr_t)host + done,
+                       .len = len - done },
+        };
+
+        if (!ioctl(l->uffd, UFFDIO_ZEROPAGE, &z)) {
+            break;
+        }
+        if (errno == EAGAIN && z.zeropage > 0) {
+            done += z.zeropage;                 /* partly done: go on */
+            continue;
+        }
+        /*
+         * EEXIST: a page was mapped again meanwhile (a vCPU touched it,
+         * or the kernel mapped a page cache neighbour around a fault).
+         * Drop it once more.
+         */
+        if (errno != EEXIST || ++retries > 64 ||
+            qemu_madvise(host + done, SLS_PAGE_SIZE, QEMU_MADV_DONTNEED)) {
+            ret = errno == EEXIST ? -EBUSY : -errno;
+            goto out;
+        }
+    }
+    bitmap_set_atomic(lb->loaded, off / SLS_PAGE_SIZE, len / SLS_PAGE_SIZE);
+    bitmap_set_atomic(lb->written, off / SLS_PAGE_SIZE, len / SLS_PAGE_SIZE);
+out:
+    qemu_mutex_unlock(&l->lock);
+    return ret;
 }
 
 /*
