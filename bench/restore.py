@@ -374,36 +374,43 @@ class Bench(BenchBase):
         except BenchError as e:
             self.error("prerequisites", e)
             return self.finish(out, t_start)
-        vm = None
+        vm = d = None
         if "ours" in self.o.parts:
             try:
                 vm = self.prepare_ours()
                 out["epoch"] = self.epoch
-                for mode in ("lazy", "lazy_ws", "lazy_pre", "eager"):
-                    runs = []
-                    for r in range(self.o.rounds):
-                        runs.append(self.restore_ours(vm, mode))
-                        log(f"ours {mode} #{r + 1}: {runs[-1]}")
-                    out[f"ours_{mode}"] = runs
             except BenchError as e:
                 self.error("ours", e)
         if "stock" in self.o.parts:
             try:
                 d = self.prepare_stock()
-                runs = []
-                for r in range(self.o.rounds):
-                    runs.append(self.restore_stock(d, r))
-                    log(f"stock mapped-ram #{r + 1}: {runs[-1]}")
-                out["stock_mapped_ram"] = runs
-                runs = []
-                for r in range(self.o.rounds):
-                    runs.append(self.restore_stock(d, r, prestarted=True))
-                    log(f"stock mapped-ram, prestarted #{r + 1}: {runs[-1]}")
-                out["stock_mapped_ram_pre"] = runs
-                out["stock_state_bytes"] = os.stat(self.stock_file).st_blocks * 512
-                os.unlink(self.stock_file)
             except BenchError as e:
                 self.error("stock", e)
+        # Each round runs every side once, ours and stock in turn: the load
+        # other users put on this machine changes within minutes, and a
+        # side measured in a block of its own would get another machine.
+        sides = []
+        if vm:
+            sides += [(f"ours_{m}", lambda r, m=m: self.restore_ours(vm, m))
+                      for m in ("lazy", "lazy_ws", "lazy_pre", "eager")]
+        if d:
+            sides += [("stock_mapped_ram", lambda r: self.restore_stock(d, r)),
+                      ("stock_mapped_ram_pre", lambda r: self.restore_stock(d, r, prestarted=True))]
+        failed = set()
+        for r in range(self.o.rounds):
+            for key, restore in sides:
+                part = key.split("_")[0]
+                if part in failed:
+                    continue
+                try:
+                    out.setdefault(key, []).append(restore(r))
+                    log(f"{key} #{r + 1}: {out[key][-1]}")
+                except BenchError as e:
+                    self.error(part, e)
+                    failed.add(part)
+        if d:
+            out["stock_state_bytes"] = os.stat(self.stock_file).st_blocks * 512
+            os.unlink(self.stock_file)
         if "libvirt" in self.o.parts:
             try:
                 d = self.prepare_libvirt()
