@@ -468,9 +468,13 @@ void qmp_sls_mem_ceiling(uint64_t size, Error **errp)
 }
 
 /* Bytes of main RAM resident in host memory: mincore() over the block,
- * in slices so the vector stays small. */
-static uint64_t slsvirt_mem_resident(SlsvirtMem *m)
+ * in slices so the vector stays small. Where a lazy restore serves the
+ * block, released pages are mapped to the zero page (no memory, but
+ * mincore() counts it): they are left out. */
+static uint64_t slsvirt_mem_resident(SlsvirtState *s)
 {
+    SlsvirtMem *m = &s->mem;
+    bool zero_mapped = slsvirt_lazy_serves(&s->engine, m->rb);
     const size_t slice = 64 * MiB;
     size_t host_page = qemu_real_host_page_size();
     g_autofree unsigned char *vec = g_malloc(slice / host_page);
@@ -484,6 +488,12 @@ static uint64_t slsvirt_mem_resident(SlsvirtMem *m)
             return UINT64_MAX;
         }
         for (i = 0; i < DIV_ROUND_UP(len, host_page); i++) {
+            uint64_t page = (off + i * host_page) / SLSVIRT_MEM_PAGE_SIZE;
+
+            if (zero_mapped && page < m->ram_pages &&
+                test_bit(page, m->released)) {
+                continue;
+            }
             resident += (vec[i] & 1) ? host_page : 0;
         }
     }
@@ -513,7 +523,7 @@ SlsMemInfo *qmp_query_sls_mem(Error **errp)
     info->target_size = (m->ram_pages - m->target_pages) *
                         SLSVIRT_MEM_PAGE_SIZE;
     info->ceiling = m->ceiling_pages * SLSVIRT_MEM_PAGE_SIZE;
-    info->resident = slsvirt_mem_resident(m);
+    info->resident = slsvirt_mem_resident(s);
     info->releases = m->releases;
     info->reclaims = m->reclaims;
     if (m->guest_free || m->guest_used) {
