@@ -20,6 +20,7 @@
 
 #include "slsvirt/branch.hpp"
 #include "slsvirt/fd.hpp"
+#include "slsvirt/proto.h"
 #include "slsvirt/qmp.hpp"
 #include "slsvirt/store.hpp"
 #include "slsvirt/vm_conf.hpp"
@@ -563,12 +564,13 @@ struct RestoreSource {
 	std::string vm;			// store to read
 	uint64_t epoch = 0;
 	bool other_store = false;	// a clone's branch point: RESTORE with source
+	size_t chain_len = 0;		// segments in the epoch's chain
 };
 
 // Chooses the epoch to restore: the requested one, or the newest restorable
 // one. eager: every page of its chain verifies now (a lazy restore checks
 // each page when it is loaded). Prints what it skipped.
-Result<SegmentInfo> choose_epoch(const Store &store, uint64_t want, bool eager)
+Result<SegmentInfo> choose_epoch(const Store &store, uint64_t want, bool eager, size_t *chain_len = nullptr)
 {
 	auto views = store.catalog(ScanDepth::structure);
 	if (!views)
@@ -599,8 +601,11 @@ Result<SegmentInfo> choose_epoch(const Store &store, uint64_t want, bool eager)
 		if (want && s.epoch < want)
 			break;
 		std::string problem = chain_problem(*it);
-		if (problem.empty())
+		if (problem.empty()) {
 			chosen = s;
+			if (chain_len)
+				*chain_len = it->chain.size();
+		}
 		else if (want)
 			return make_error(-EBADMSG, "epoch %llu is %s", static_cast<unsigned long long>(want),
 					  problem.c_str());
@@ -707,19 +712,21 @@ Result<RestoreSource> restore_source(const Args &a, const Store &store, uint64_t
 		auto parent = Store::open(a.store_root(), b.parent_vm, false);
 		if (!parent)
 			return parent.error();
-		auto chosen = choose_epoch(*parent, b.parent_epoch, eager);
+		size_t chain_len = 0;
+		auto chosen = choose_epoch(*parent, b.parent_epoch, eager, &chain_len);
 		if (!chosen)
 			return chosen.error();
-		return RestoreSource{b.parent_vm, chosen->epoch, true};
+		return RestoreSource{b.parent_vm, chosen->epoch, true, chain_len};
 	}
-	auto chosen = choose_epoch(store, want, eager);
+	size_t chain_len = 0;
+	auto chosen = choose_epoch(store, want, eager, &chain_len);
 	if (!chosen)
 		return chosen.error();
 	printf("restoring epoch %llu (%s, captured %s, %llu pages, %llu bytes)%s\n",
 	       static_cast<unsigned long long>(chosen->epoch), to_string(chosen->kind),
 	       fmt_time(chosen->capture_realtime_ns).c_str(), static_cast<unsigned long long>(chosen->nr_pages),
 	       static_cast<unsigned long long>(chosen->file_size), eager ? "" : ", lazily");
-	return RestoreSource{store.vm(), chosen->epoch, false};
+	return RestoreSource{store.vm(), chosen->epoch, false, chain_len};
 }
 
 // The RAM image a lazy restore of vm maps (a private mapping of a new file
@@ -843,7 +850,7 @@ int cmd_restore(Args &a)
 	auto epoch = epoch_option(a);
 	if (!epoch)
 		return fail(epoch.message());
-	const bool eager = a.has("--eager");
+	bool eager = a.has("--eager");
 	const std::string ws = a.get("--working-set");
 	if (eager && !ws.empty())
 		return fail("--working-set needs a lazy restore (drop --eager)");
@@ -853,6 +860,22 @@ int cmd_restore(Args &a)
 	auto src = restore_source(a, *store, *epoch, eager);
 	if (!src)
 		return fail(src.message());
+	// One fd per chain segment goes to QEMU in one message: a longer chain
+	// (compaction behind a fast writer) is restored eagerly, after every
+	// page of it verifies.
+	if (!eager && src->chain_len > SLS_LAZY_MAX_FILES) {
+		if (!ws.empty())
+			return fail(strf("epoch %llu: its chain has %zu segments, more than a lazy restore serves (%u); "
+					 "--working-set needs a lazy restore",
+					 static_cast<unsigned long long>(src->epoch), src->chain_len, SLS_LAZY_MAX_FILES));
+		printf("epoch %llu: its chain has %zu segments, more than a lazy restore serves (%u): restoring "
+		       "eagerly\n",
+		       static_cast<unsigned long long>(src->epoch), src->chain_len, SLS_LAZY_MAX_FILES);
+		eager = true;
+		src = restore_source(a, *store, src->epoch, true);
+		if (!src)
+			return fail(src.message());
+	}
 	fflush(stdout);
 
 	if (a.has("--prestarted"))
