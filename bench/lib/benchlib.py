@@ -68,7 +68,9 @@ class Qmp:
                 last = e
                 if now() > deadline:
                     raise BenchError(f"QMP socket {path} does not answer: {last}") from e
-                time.sleep(0.05)
+                # As fine as slsctl's own wait (1 ms): the stock side's
+                # "QMP up" must not include a coarse poll ours does not.
+                time.sleep(0.001)
         self.sock = s
         self.file = s.makefile("rb")
         self.events = []

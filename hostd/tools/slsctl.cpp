@@ -20,6 +20,7 @@
 
 #include "slsvirt/branch.hpp"
 #include "slsvirt/fd.hpp"
+#include "slsvirt/proto.h"
 #include "slsvirt/qmp.hpp"
 #include "slsvirt/store.hpp"
 #include "slsvirt/vm_conf.hpp"
@@ -149,9 +150,14 @@ pid_t live_qemu(const Args &a, const std::string &vm)
 	if (pid <= 0 || (kill(static_cast<pid_t>(pid), 0) < 0 && errno != EPERM))
 		return 0;
 	// Guard against pid reuse: the process must be the one using this VM's QMP socket.
-	auto cmdline = read_small_file(strf("/proc/%ld/cmdline", pid), 1 << 20);
-	if (cmdline) {
-		std::string c = *cmdline;
+	// (/proc files report size 0: read to EOF, not read_small_file.)
+	UniqueFd fd(::open(strf("/proc/%ld/cmdline", pid).c_str(), O_RDONLY | O_CLOEXEC));
+	if (fd.valid()) {
+		std::string c;
+		char buf[4096];
+		ssize_t n;
+		while (c.size() < (1u << 20) && ((n = ::read(fd.get(), buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)))
+			c.append(buf, static_cast<size_t>(std::max<ssize_t>(n, 0)));
 		for (auto &ch : c)
 			if (ch == '\0')
 				ch = ' ';
@@ -352,7 +358,9 @@ Result<QmpClient> wait_qmp(const Args &a, const std::string &vm, pid_t pid, int 
 				return q;
 			last = q.message();
 		}
-		sleep_ms(20);
+		// QEMU is up in tens of ms: a coarse poll would be most of a
+		// restore's start (a failed connect costs microseconds).
+		sleep_ms(1);
 	}
 	return make_error(-ETIMEDOUT, "QMP socket %s did not answer within %d ms%s%s", qmp_path(a, vm).c_str(),
 			  timeout_ms, last.empty() ? "" : ": ", last.c_str());
@@ -556,12 +564,13 @@ struct RestoreSource {
 	std::string vm;			// store to read
 	uint64_t epoch = 0;
 	bool other_store = false;	// a clone's branch point: RESTORE with source
+	size_t chain_len = 0;		// segments in the epoch's chain
 };
 
 // Chooses the epoch to restore: the requested one, or the newest restorable
 // one. eager: every page of its chain verifies now (a lazy restore checks
 // each page when it is loaded). Prints what it skipped.
-Result<SegmentInfo> choose_epoch(const Store &store, uint64_t want, bool eager)
+Result<SegmentInfo> choose_epoch(const Store &store, uint64_t want, bool eager, size_t *chain_len = nullptr)
 {
 	auto views = store.catalog(ScanDepth::structure);
 	if (!views)
@@ -592,8 +601,11 @@ Result<SegmentInfo> choose_epoch(const Store &store, uint64_t want, bool eager)
 		if (want && s.epoch < want)
 			break;
 		std::string problem = chain_problem(*it);
-		if (problem.empty())
+		if (problem.empty()) {
 			chosen = s;
+			if (chain_len)
+				*chain_len = it->chain.size();
+		}
 		else if (want)
 			return make_error(-EBADMSG, "epoch %llu is %s", static_cast<unsigned long long>(want),
 					  problem.c_str());
@@ -623,6 +635,28 @@ struct Started {
 	uint64_t running_ms = 0;	// QEMU started -> cont returned (the guest runs)
 };
 
+// QMP sls-restore of src into a QEMU that waits with -S, then cont (unless
+// --stopped). Returns the epoch restored.
+Result<uint64_t> restore_into(const Args &a, QmpClient &q, const RestoreSource &src, bool lazy,
+			      const std::string &working_set)
+{
+	q.set_timeout_ms(600000);
+	nlohmann::json args = {{"epoch", src.epoch}, {"lazy", lazy}};
+	if (src.other_store)
+		args["source"] = src.vm;
+	if (!working_set.empty())
+		args["working-set"] = working_set;
+	auto r = q.execute("sls-restore", args);
+	if (!r)
+		return r.error();
+	if (!a.has("--stopped")) {
+		auto c = q.execute("cont");
+		if (!c)
+			return c.error();
+	}
+	return r->is_object() ? r->value("epoch", src.epoch) : src.epoch;
+}
+
 // Starts QEMU for vm paused, restores src into it and lets it run.
 Result<Started> start_restored(const Args &a, const std::string &vm, const VmConf &conf, const RestoreSource &src,
 			       bool lazy, const std::string &image, const std::string &working_set, bool detach)
@@ -648,26 +682,13 @@ Result<Started> start_restored(const Args &a, const std::string &vm, const VmCon
 	if (!q)
 		return abort_start(q.message());
 	const uint64_t t1 = mono_ms();
-	q->set_timeout_ms(600000);
-	nlohmann::json args = {{"epoch", src.epoch}, {"lazy", lazy}};
-	if (src.other_store)
-		args["source"] = src.vm;
-	if (!working_set.empty())
-		args["working-set"] = working_set;
-	auto r = q->execute("sls-restore", args);
-	if (!r)
-		return abort_start(r.message());
-	const uint64_t t2 = mono_ms();
-	if (!a.has("--stopped")) {
-		auto c = q->execute("cont");
-		if (!c)
-			return abort_start(c.message());
-	}
-	const uint64_t t3 = mono_ms();
-	st.epoch = r->is_object() ? r->value("epoch", src.epoch) : src.epoch;
+	auto ep = restore_into(a, *q, src, lazy, working_set);
+	if (!ep)
+		return abort_start(ep.message());
+	st.epoch = *ep;
 	st.start_ms = t1 - t0;
-	st.restore_ms = t2 - t1;
-	st.running_ms = t3 - t0;
+	st.running_ms = mono_ms() - t0;
+	st.restore_ms = st.running_ms - st.start_ms;
 	return st;
 }
 
@@ -691,19 +712,134 @@ Result<RestoreSource> restore_source(const Args &a, const Store &store, uint64_t
 		auto parent = Store::open(a.store_root(), b.parent_vm, false);
 		if (!parent)
 			return parent.error();
-		auto chosen = choose_epoch(*parent, b.parent_epoch, eager);
+		size_t chain_len = 0;
+		auto chosen = choose_epoch(*parent, b.parent_epoch, eager, &chain_len);
 		if (!chosen)
 			return chosen.error();
-		return RestoreSource{b.parent_vm, chosen->epoch, true};
+		return RestoreSource{b.parent_vm, chosen->epoch, true, chain_len};
 	}
-	auto chosen = choose_epoch(store, want, eager);
+	size_t chain_len = 0;
+	auto chosen = choose_epoch(store, want, eager, &chain_len);
 	if (!chosen)
 		return chosen.error();
 	printf("restoring epoch %llu (%s, captured %s, %llu pages, %llu bytes)%s\n",
 	       static_cast<unsigned long long>(chosen->epoch), to_string(chosen->kind),
 	       fmt_time(chosen->capture_realtime_ns).c_str(), static_cast<unsigned long long>(chosen->nr_pages),
 	       static_cast<unsigned long long>(chosen->file_size), eager ? "" : ", lazily");
-	return RestoreSource{store.vm(), chosen->epoch, false};
+	return RestoreSource{store.vm(), chosen->epoch, false, chain_len};
+}
+
+// The RAM image a lazy restore of vm maps (a private mapping of a new file
+// in image_dir()), or "" when the restore is eager or vm.conf names its own
+// RAM backend. A shared RAM backend cannot be served lazily.
+Result<std::string> lazy_image_for(const VmConf &conf, const std::string &vm, uint64_t epoch, bool eager)
+{
+	bool own_backend = false;	// the VM's config names its RAM backend itself
+	for (const auto &x : conf.extra_args)
+		own_backend |= x.find("memory-backend=") != std::string::npos;
+	if (eager)
+		return std::string();
+	if (own_backend) {
+		for (const auto &x : conf.extra_args)
+			if (x.find("id=pc.ram") != std::string::npos && x.find("share=on") != std::string::npos)
+				return make_error(-EINVAL, "the VM's RAM is a shared mapping (vm.conf: %s): a lazy restore "
+						  "cannot serve it; use --eager", x.c_str());
+		return std::string();
+	}
+	return make_image_file(vm, epoch);
+}
+
+// Before starting a QEMU for vm: none may run yet; vm.conf (--qemu
+// overrides its binary), the run dir and slsvirtd.
+Result<VmConf> prepare_qemu_start(const Args &a, const std::string &vm, const Store &store)
+{
+	if (pid_t p = live_qemu(a, vm))
+		return make_error(-EBUSY, "a QEMU for VM '%s' is still running (pid %d); stop it first", vm.c_str(),
+				  static_cast<int>(p));
+	auto conf = load_vm_conf(store.vm_dir() + "/vm.conf");
+	if (!conf)
+		return conf.error();
+	if (a.has("--qemu"))
+		conf->qemu = a.qemu();
+	SLS_TRY(ensure_run_dir(a));
+	SLS_TRY(ensure_hostd(a));
+	return conf;
+}
+
+// restore --prestarted: into the QEMU `slsctl prestart VM` left waiting.
+int restore_prestarted(const Args &a, const std::string &vm, const RestoreSource &src, bool lazy,
+		       const std::string &ws)
+{
+	pid_t pid = live_qemu(a, vm);
+	if (!pid)
+		return fail(strf("no QEMU is waiting for VM '%s' (start one with: slsctl prestart %s)", vm.c_str(),
+				 vm.c_str()));
+	const uint64_t t0 = mono_ms();
+	auto q = QmpClient::connect(qmp_path(a, vm), 5000);
+	if (!q)
+		return fail(q.message());
+	const uint64_t t1 = mono_ms();
+	auto st = q->execute("query-status");
+	if (!st)
+		return fail(st.message());
+	if (st->value("status", std::string()) != "prelaunch")
+		return fail(strf("QEMU pid %d of VM '%s' is %s, not waiting for a restore", static_cast<int>(pid),
+				 vm.c_str(), st->value("status", std::string("?")).c_str()));
+	auto ep = restore_into(a, *q, src, lazy, ws);
+	if (!ep)
+		return fail(strf("restore into QEMU pid %d: %s (it is still waiting)", static_cast<int>(pid),
+				 ep.message().c_str()));
+	const uint64_t t2 = mono_ms();
+	printf("restored epoch %llu%s into prestarted QEMU pid %d; to running: %llu ms (QMP connect %llu ms, "
+	       "restore %llu ms)\n%d\n",
+	       static_cast<unsigned long long>(*ep), lazy ? " lazily" : "", static_cast<int>(pid),
+	       static_cast<unsigned long long>(t2 - t0), static_cast<unsigned long long>(t1 - t0),
+	       static_cast<unsigned long long>(t2 - t1), static_cast<int>(pid));
+	return 0;
+}
+
+// Starts VM's QEMU paused (-S) with nothing restored yet: `restore
+// --prestarted` then restores into it, without QEMU's own start (tens of
+// ms) -- a pool of such QEMUs, as a VMM that loads a snapshot into a
+// running process. Always detached.
+int cmd_prestart(Args &a)
+{
+	auto vm = need_vm(a);
+	if (!vm)
+		return fail(vm.message());
+	auto store = Store::open(a.store_root(), *vm, false);
+	if (!store)
+		return fail(store.message());
+	auto conf = prepare_qemu_start(a, *vm, *store);
+	if (!conf)
+		return fail(conf.message());
+	// Lazy is what a prestarted QEMU is for; --eager restores into it work too.
+	auto image = lazy_image_for(*conf, *vm, 0, false);
+	if (!image)
+		return fail(image.message());
+	auto argv = qemu_argv(a, *vm, *conf, a.get("--console", a.run_dir() + "/" + *vm + ".console"), true);
+	if (!image->empty()) {
+		auto extra = lazy_ram_args(*conf, *image);
+		argv.insert(argv.end(), extra.begin(), extra.end());
+	}
+	const uint64_t t0 = mono_ms();
+	auto pid = spawn_qemu(a, *vm, argv, true);
+	if (!pid) {
+		if (!image->empty())
+			::unlink(image->c_str());
+		return fail(pid.message());
+	}
+	auto q = wait_qmp(a, *vm, *pid, 60000);
+	if (!image->empty())
+		::unlink(image->c_str());	// QEMU has it mapped (or failed)
+	if (!q) {
+		kill(*pid, SIGTERM);	// the QEMU this command started, nothing else
+		wait_child_exit(*pid);
+		return fail(q.message());
+	}
+	printf("QEMU for VM '%s' waits for a restore (slsctl restore %s --prestarted); QMP up %llu ms\n%d\n",
+	       vm->c_str(), vm->c_str(), static_cast<unsigned long long>(mono_ms() - t0), static_cast<int>(*pid));
+	return 0;
 }
 
 int cmd_restore(Args &a)
@@ -714,7 +850,7 @@ int cmd_restore(Args &a)
 	auto epoch = epoch_option(a);
 	if (!epoch)
 		return fail(epoch.message());
-	const bool eager = a.has("--eager");
+	bool eager = a.has("--eager");
 	const std::string ws = a.get("--working-set");
 	if (eager && !ws.empty())
 		return fail("--working-set needs a lazy restore (drop --eager)");
@@ -724,40 +860,36 @@ int cmd_restore(Args &a)
 	auto src = restore_source(a, *store, *epoch, eager);
 	if (!src)
 		return fail(src.message());
+	// One fd per chain segment goes to QEMU in one message: a longer chain
+	// (compaction behind a fast writer) is restored eagerly, after every
+	// page of it verifies.
+	if (!eager && src->chain_len > SLS_LAZY_MAX_FILES) {
+		if (!ws.empty())
+			return fail(strf("epoch %llu: its chain has %zu segments, more than a lazy restore serves (%u); "
+					 "--working-set needs a lazy restore",
+					 static_cast<unsigned long long>(src->epoch), src->chain_len, SLS_LAZY_MAX_FILES));
+		printf("epoch %llu: its chain has %zu segments, more than a lazy restore serves (%u): restoring "
+		       "eagerly\n",
+		       static_cast<unsigned long long>(src->epoch), src->chain_len, SLS_LAZY_MAX_FILES);
+		eager = true;
+		src = restore_source(a, *store, src->epoch, true);
+		if (!src)
+			return fail(src.message());
+	}
 	fflush(stdout);
 
-	if (pid_t p = live_qemu(a, *vm))
-		return fail(strf("a QEMU for VM '%s' is still running (pid %d); stop it first", vm->c_str(),
-				 static_cast<int>(p)));
-	auto conf = load_vm_conf(store->vm_dir() + "/vm.conf");
+	if (a.has("--prestarted"))
+		return restore_prestarted(a, *vm, *src, !eager, ws);
+	auto conf = prepare_qemu_start(a, *vm, *store);
 	if (!conf)
 		return fail(conf.message());
-	if (a.has("--qemu"))
-		conf->qemu = a.qemu();
-	if (Status s = ensure_run_dir(a); !s.ok())
-		return fail(s.message());
-	if (Status s = ensure_hostd(a); !s.ok())
-		return fail(s.message());
-	std::string image;
-	bool own_backend = false;	// the VM's config names its RAM backend itself
-	for (const auto &x : conf->extra_args)
-		own_backend |= x.find("memory-backend=") != std::string::npos;
-	if (!eager && own_backend) {
-		for (const auto &x : conf->extra_args)
-			if (x.find("id=pc.ram") != std::string::npos && x.find("share=on") != std::string::npos)
-				return fail("the VM's RAM is a shared mapping (vm.conf: " + x +
-					    "): a lazy restore cannot serve it; use --eager");
-	}
-	if (!eager && !own_backend) {
-		auto img = make_image_file(*vm, src->epoch);
-		if (!img)
-			return fail(img.message());
-		image = *img;
-	}
+	auto image = lazy_image_for(*conf, *vm, src->epoch, eager);
+	if (!image)
+		return fail(image.message());
 	const bool detach = a.has("--detach");
-	auto st = start_restored(a, *vm, *conf, *src, !eager, image, ws, detach);
-	if (!image.empty())
-		::unlink(image.c_str());	// QEMU has it mapped (or failed)
+	auto st = start_restored(a, *vm, *conf, *src, !eager, *image, ws, detach);
+	if (!image->empty())
+		::unlink(image->c_str());	// QEMU has it mapped (or failed)
 	if (!st)
 		return fail(st.message());
 	printf("restored epoch %llu%s; QEMU start to running: %llu ms (QMP up %llu ms, restore %llu ms)\n",
@@ -1234,7 +1366,7 @@ const Command kCommands[] = {
 	 "Prints 'epoch N durable'; exit 1 if the epoch failed or timed out.",
 	 {{"--timeout", "S", "seconds to wait (default 60)"}},
 	 cmd_checkpoint},
-	{"restore", "VM [--epoch N] [--eager] [--working-set FILE] [--detach] [--console FILE]",
+	{"restore", "VM [--epoch N] [--eager] [--working-set FILE] [--detach] [--console FILE] [--prestarted]",
 	 "Restore VM from its store: report which epoch is used and every torn/corrupt newer one,\n"
 	 "start QEMU from vm.conf with -S, QMP sls-restore, cont. Refuses while a QEMU of VM runs.\n"
 	 "Lazy by default: the guest runs at once, each RAM page is read from the store (and its crc\n"
@@ -1242,11 +1374,18 @@ const Command kCommands[] = {
 	 "A clone without an epoch of its own restores the epoch it was cloned from.",
 	 {{"--epoch", "N", "epoch to restore (default: newest restorable)"},
 	  {"--eager", nullptr, "verify every page and load all RAM before the guest runs"},
+	  {"--prestarted", nullptr, "restore into the QEMU `slsctl prestart VM` left waiting (no QEMU start)"},
 	  {"--working-set", "FILE", "load these pages in the background (slsctl working-set)"},
 	  {"--stopped", nullptr, "leave the restored guest stopped (QMP cont runs it)"},
 	  {"--detach", nullptr, "run in the background, console to <run-dir>/VM.console"},
 	  {"--console", "FILE", "write the serial console to FILE"}},
 	 cmd_restore},
+	{"prestart", "VM [--console FILE]",
+	 "Start VM's QEMU from vm.conf paused (-S), nothing restored, in the background: a later\n"
+	 "`slsctl restore VM --prestarted` restores into it without waiting for QEMU to start.\n"
+	 "Prints the pid.",
+	 {{"--console", "FILE", "write the serial console to FILE (default <run-dir>/VM.console)"}},
+	 cmd_prestart},
 	{"clone", "VM@N [--count K] [--prefix NAME] [--working-set FILE]",
 	 "Start K VMs NAME-1..NAME-K from epoch N of VM, lazily, all mapping one RAM image: pages\n"
 	 "they have not written are shared on the host. Each gets its own store (its epochs go there,\n"

@@ -1605,8 +1605,10 @@ static uint64_t slsvirt_engine_restore(SlsvirtState *s, uint64_t epoch,
 
     if (lazy) {
         /* Takes the fds over, closes them on failure too. */
+        /* A restore from another store is a clone's: its RAM image is
+         * shared with the other clones of the epoch. */
         if (!slsvirt_lazy_start(s, restored, fds, nr_fds, working_set,
-                                errp)) {
+                                source != NULL, errp)) {
             return 0;
         }
         /*

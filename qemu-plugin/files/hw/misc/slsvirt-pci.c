@@ -189,6 +189,7 @@ static void slsvirt_mem_command(SlsvirtState *s, bool release)
     uint32_t count = m->desc_count, i;
     uint64_t addr = m->desc_addr, bytes, pages = 0, in_use;
     MemTxResult res;
+    bool lazy;
     guint r;
 
     if (count < 1 || count > SLSVIRT_MEM_MAX_DESC) {
@@ -271,17 +272,19 @@ static void slsvirt_mem_command(SlsvirtState *s, bool release)
                                "RAM discard is disabled (e.g. by VFIO)");
             goto rollback;
         }
-        if (qemu_ram_get_fd(m->rb) >= 0 && !qemu_ram_is_shared(m->rb)) {
-            /*
-             * A lazily restored VM (or a clone) maps the epoch's image,
-             * shared with its clones, privately: a discard would punch
-             * the image under the other clones, and a later fault would
-             * find the page gone from a restore that counts it loaded.
-             */
+        /*
+         * A lazily restored VM (or a clone) maps the epoch's image, shared
+         * with its clones, privately: the lazy restore discards there
+         * (slsvirt_lazy_discard: zero pages, the image punched only when
+         * no clone maps it). Any other private file mapping would have
+         * the file punched under whoever else maps it: refused.
+         */
+        lazy = slsvirt_lazy_serves(&s->engine, m->rb);
+        if (!lazy && qemu_ram_get_fd(m->rb) >= 0 &&
+            !qemu_ram_is_shared(m->rb)) {
             slsvirt_mem_refuse(s, release, SLSVIRT_ST_BUSY, 0,
-                               "RAM is a private mapping of a file (a lazily "
-                               "restored VM or clone): restore with --eager "
-                               "to release memory");
+                               "RAM is a private mapping of a file that no "
+                               "lazy restore serves: cannot release it");
             goto rollback;
         }
         for (r = 0; r < runs->len; r++) {
@@ -295,7 +298,8 @@ static void slsvirt_mem_command(SlsvirtState *s, bool release)
              * is copying first, exactly as for any other writer.
              */
             ram_write_notify_mr(m->ram, off, len);
-            if (ram_block_discard_range(m->rb, off, len)) {
+            if (lazy ? slsvirt_lazy_discard(&s->engine, m->rb, off, len) < 0
+                     : ram_block_discard_range(m->rb, off, len) != 0) {
                 slsvirt_mem_refuse(s, release, SLSVIRT_ST_BUSY, 0,
                                    "discard of 0x%" PRIx64 "+0x%" PRIx64
                                    " failed", off, len);
@@ -464,9 +468,13 @@ void qmp_sls_mem_ceiling(uint64_t size, Error **errp)
 }
 
 /* Bytes of main RAM resident in host memory: mincore() over the block,
- * in slices so the vector stays small. */
-static uint64_t slsvirt_mem_resident(SlsvirtMem *m)
+ * in slices so the vector stays small. Where a lazy restore serves the
+ * block, released pages are mapped to the zero page (no memory, but
+ * mincore() counts it): they are left out. */
+static uint64_t slsvirt_mem_resident(SlsvirtState *s)
 {
+    SlsvirtMem *m = &s->mem;
+    bool zero_mapped = slsvirt_lazy_serves(&s->engine, m->rb);
     const size_t slice = 64 * MiB;
     size_t host_page = qemu_real_host_page_size();
     g_autofree unsigned char *vec = g_malloc(slice / host_page);
@@ -480,6 +488,12 @@ static uint64_t slsvirt_mem_resident(SlsvirtMem *m)
             return UINT64_MAX;
         }
         for (i = 0; i < DIV_ROUND_UP(len, host_page); i++) {
+            uint64_t page = (off + i * host_page) / SLSVIRT_MEM_PAGE_SIZE;
+
+            if (zero_mapped && page < m->ram_pages &&
+                test_bit(page, m->released)) {
+                continue;
+            }
             resident += (vec[i] & 1) ? host_page : 0;
         }
     }
@@ -509,7 +523,7 @@ SlsMemInfo *qmp_query_sls_mem(Error **errp)
     info->target_size = (m->ram_pages - m->target_pages) *
                         SLSVIRT_MEM_PAGE_SIZE;
     info->ceiling = m->ceiling_pages * SLSVIRT_MEM_PAGE_SIZE;
-    info->resident = slsvirt_mem_resident(m);
+    info->resident = slsvirt_mem_resident(s);
     info->releases = m->releases;
     info->reclaims = m->reclaims;
     if (m->guest_free || m->guest_used) {

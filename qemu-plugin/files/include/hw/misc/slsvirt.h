@@ -194,9 +194,16 @@ SlsvirtState *slsvirt_find(Error **errp);
 
 /* slsvirt-restore.c: lazy restore (userfaultfd) */
 /* Serve RAM from hostd's page map in staging and the chain's segment fds
- * (taken over, closed on failure too); @working_set: prefetch list or NULL. */
+ * (taken over, closed on failure too); @working_set: prefetch list or NULL;
+ * @image_shared: other VMs map the same RAM image file (clones). */
 bool slsvirt_lazy_start(SlsvirtState *s, uint64_t epoch, const int *fds,
-                        int nr_fds, const char *working_set, Error **errp);
+                        int nr_fds, const char *working_set,
+                        bool image_shared, Error **errp);
+/* Is @rb served by a lazy restore? */
+bool slsvirt_lazy_serves(SlsvirtEngine *e, RAMBlock *rb);
+/* RELEASE of lazily served RAM: 0 = not lazy, 1 = done, -errno. */
+int slsvirt_lazy_discard(SlsvirtEngine *e, RAMBlock *rb, uint64_t off,
+                         uint64_t len);
 void slsvirt_lazy_free(SlsvirtEngine *e);
 uint64_t slsvirt_lazy_map_bytes(SlsvirtEngine *e);
 /* Capture helpers: see slsvirt-restore.c. */
