@@ -20,7 +20,7 @@ METHODS = ("cap", "dirty_log", "dirty_ring")
 STOCK = ("dirty_log", "dirty_ring")
 TARGETS = {"harvest_4096": ">= 3x cheaper harvest + re-arm than the best stock method at 4096 pages"}
 RESULT = re.compile(r"RESULT method=(\S+) pages=(\d+) slots=(\d+) harvest_us=([\d.]+) "
-                    r"stop_us=([\d.]+) dirty_us=([\d.]+)(?: duplicates=(\d+))?")
+                    r"stop_us=([\d.]+) dirty_us=([\d.]+)(?: duplicates=(\d+))?(?: verify_us=([\d.]+))?")
 
 
 class Bench(BenchBase):
@@ -50,11 +50,14 @@ class Bench(BenchBase):
             runs = {}
             for m in RESULT.finditer(r.stdout):
                 runs.setdefault((int(m.group(2)), m.group(1)), []).append(
-                    (float(m.group(4)), float(m.group(5)), float(m.group(6)), int(m.group(7) or 0)))
+                    (float(m.group(4)), float(m.group(5)), float(m.group(6)), int(m.group(7) or 0),
+                     float(m.group(8) or 0)))
             for (pages, method), v in runs.items():
                 out["results"].setdefault(str(pages), {})[method] = {
                     "harvest_us": sum(x[0] for x in v) / len(v), "stop_us": sum(x[1] for x in v) / len(v),
                     "dirty_us": sum(x[2] for x in v) / len(v), "duplicates": sum(x[3] for x in v),
+                    # the program's own check of each epoch's list, left out of stop_us
+                    "verify_us": sum(x[4] for x in v) / len(v),
                     "runs": len(v), "harvest_us_runs": [x[0] for x in v]}
             if r.returncode != 0:
                 raise BenchError(f"run-l1 exit {r.returncode}: {(r.stderr or r.stdout).strip()[-600:]}")

@@ -21,9 +21,11 @@
  * harvest_us: the ioctls plus turning their result into a page list
  * (with a ring smaller than the dirty set, the mid-epoch drains too);
  * stop_us: the guest's own TSC across its sync exit, i.e. exit + harvest +
- * re-entry (plus mid-epoch drains);
+ * re-entry (plus mid-epoch drains), minus verify_us;
  * dirty_us: KVM_RUN time in which the guest dirtied the N pages (includes
- * the write-protection faults the re-arm causes).
+ * the write-protection faults the re-arm causes);
+ * verify_us: this program's check of the epoch's page list (a sort of N
+ * entries), done while the vCPU is stopped but no part of an epoch's cost.
  *
  *   sls_epoch_bench [-p pages[,pages...]] [-i epochs] [-m methods] [-s slots]
  *   (lists take "," or ":"; the kvm-nested L1 command line turns "," into spaces)
@@ -241,6 +243,7 @@ static void run(enum method m, uint64_t pages, int epochs, int nr_slots)
 {
 	uint64_t *harvest_ns = calloc(epochs, 8), *stop_ns = calloc(epochs, 8);
 	uint64_t *dirty_ns = calloc(epochs, 8), *drain_ns = calloc(epochs + 1, 8);
+	uint64_t *verify_ns = calloc(epochs, 8);
 	uint64_t stride = MEM_PAGES / pages, t0, t1, t2, n, left, tsc_khz;
 	uint64_t *stop_cycles, dups = 0;
 	struct bench b;
@@ -278,26 +281,29 @@ static void run(enum method m, uint64_t pages, int epochs, int nr_slots)
 		TEST_ASSERT(get_ucall(b.vcpu, &uc) == UCALL_SYNC, "guest did not sync");
 		if (e > 0)
 			stop_ns[e - 1] = READ_ONCE(*stop_cycles) * 1000000 / tsc_khz +
-					 drain_ns[e - 1];
+					 drain_ns[e - 1] - verify_ns[e - 1];
 		if (e == epochs)
 			break;
 		n = harvest_fn[m](&b) + left;
 		t2 = now_ns();
 		if (e >= 0) {
 			dups += check_list(&b, pages, stride);
+			verify_ns[e] = now_ns() - t2;
 			harvest_ns[e] = t2 - t1 + drain_ns[e];
 			dirty_ns[e] = t1 - t0 - drain_ns[e];
 		}
 	}
-	printf("RESULT method=%s pages=%lu slots=%d harvest_us=%.1f stop_us=%.1f dirty_us=%.1f duplicates=%lu\n",
+	printf("RESULT method=%s pages=%lu slots=%d harvest_us=%.1f stop_us=%.1f dirty_us=%.1f duplicates=%lu verify_us=%.1f\n",
 	       method_name[m], pages, nr_slots, median(harvest_ns, epochs) / 1e3,
-	       median(stop_ns, epochs) / 1e3, median(dirty_ns, epochs) / 1e3, dups);
+	       median(stop_ns, epochs) / 1e3, median(dirty_ns, epochs) / 1e3, dups,
+	       median(verify_ns, epochs) / 1e3);
 	fflush(stdout);
 	teardown(&b);
 	free(harvest_ns);
 	free(stop_ns);
 	free(dirty_ns);
 	free(drain_ns);
+	free(verify_ns);
 }
 
 int main(int argc, char *argv[])
