@@ -12,10 +12,28 @@ need_slsctl() {
 }
 
 # Everything slsctl starts (QEMU, slsvirtd) leaves a pidfile in the run dir.
+# gone PID: true once PID has exited (a zombie counts: its files are closed).
+gone() {
+	local st
+	st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 0
+	[ -z "$st" ] || [ "$st" = Z ]
+}
+
+# kill_run_dir: SIGKILL every process with a pidfile in the run dir and wait
+# (up to 30 s) until each has exited: what comes next may need what they
+# held (the nested suite unloads kvm.ko right after).
 kill_run_dir() {
-	local f
+	local f pid pids=() i
 	for f in "$RUN_DIR"/*.pid; do
-		[ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
+		[ -f "$f" ] || continue
+		pid=$(cat "$f") || continue
+		kill -9 "$pid" 2>/dev/null && pids+=("$pid")
+	done
+	for pid in "${pids[@]}"; do
+		for ((i = 0; i < 600; i++)); do
+			gone "$pid" && break
+			sleep 0.05
+		done
 	done
 }
 
