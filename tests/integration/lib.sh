@@ -68,7 +68,7 @@ kill_vm() {
 	local pid
 	pid=$(cat "$RUN_DIR/$1.pid") || fail "no pidfile for $1"
 	kill -9 "$pid"
-	while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+	until gone "$pid"; do sleep 0.05; done
 	log "QEMU of $1 (pid $pid) killed with SIGKILL"
 }
 
