@@ -1176,8 +1176,8 @@ RetentionPlan plan_retention(const std::vector<EpochView> &views, const Retentio
 		} else if (policy.merge && oldest.chain.size() > 2) {
 			// Merge the deltas on the root into one. It writes at most
 			// the bytes it folds; the last merged delta is folded again,
-			// so it waits until at least as many new bytes arrived on it
-			// (each page is then rewritten O(log) times, not per pass).
+			// so it waits until at least as many new bytes arrived on it:
+			// a merge then writes at most twice the new deltas' bytes.
 			std::vector<uint64_t> with_merge = removable(needed(Fold::merge));
 			uint64_t folded = 0, prev_merged = 0;
 			for (size_t i = 1; i < oldest.chain.size(); i++)
