@@ -244,7 +244,7 @@ static void run(enum method m, uint64_t pages, int epochs, int nr_slots)
 	uint64_t *harvest_ns = calloc(epochs, 8), *stop_ns = calloc(epochs, 8);
 	uint64_t *dirty_ns = calloc(epochs, 8), *drain_ns = calloc(epochs + 1, 8);
 	uint64_t *verify_ns = calloc(epochs, 8);
-	uint64_t stride = MEM_PAGES / pages, t0, t1, t2, n, left, tsc_khz;
+	uint64_t stride = MEM_PAGES / pages, t0, t1, t2, tsc_khz;
 	uint64_t *stop_cycles, dups = 0;
 	struct bench b;
 	struct ucall uc;
@@ -265,7 +265,6 @@ static void run(enum method m, uint64_t pages, int epochs, int nr_slots)
 	 */
 	for (e = -1; e <= epochs; e++) {
 		t0 = now_ns();
-		left = 0;
 		b.nlist = 0;
 		for (;;) {
 			vcpu_run(b.vcpu);
@@ -273,7 +272,7 @@ static void run(enum method m, uint64_t pages, int epochs, int nr_slots)
 				break;
 			/* The ring is smaller than the dirty set: drain mid-epoch. */
 			t1 = now_ns();
-			left += harvest_fn[m](&b);
+			harvest_fn[m](&b);
 			if (e >= 0)
 				drain_ns[e] += now_ns() - t1;
 		}
@@ -284,7 +283,7 @@ static void run(enum method m, uint64_t pages, int epochs, int nr_slots)
 					 drain_ns[e - 1] - verify_ns[e - 1];
 		if (e == epochs)
 			break;
-		n = harvest_fn[m](&b) + left;
+		harvest_fn[m](&b);
 		t2 = now_ns();
 		if (e >= 0) {
 			dups += check_list(&b, pages, stride);

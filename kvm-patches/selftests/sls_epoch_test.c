@@ -10,7 +10,10 @@
  *   epoch, each once, with the right memslot encoding and contents, also
  *   when the user array is smaller than the dirty set (the call is
  *   repeated) and with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (with and without
- *   KVM_DIRTY_LOG_INITIALLY_SET).
+ *   KVM_DIRTY_LOG_INITIALLY_SET), and when dirty logging is only enabled
+ *   after the guest wrote its memory through transparent huge pages (as
+ *   QEMU enables it on a running VM: huge SPTEs are then split by the
+ *   first re-arm).  One memslot starts 2MiB-aligned, the other does not.
  * - EFAULT loses nothing: pages of a harvest that could not be copied out
  *   are reported again by the next call.
  * - No write lost with a running vCPU: userspace keeps a shadow copy that
@@ -35,7 +38,8 @@
 #define SLOT_A		1
 #define SLOT_B		2
 #define GPA_A		0x40000000ul
-#define GPA_B		0x48000000ul
+/* Not 2MiB-aligned (nor 64-page-aligned): bitmap words straddle leaf page tables. */
+#define GPA_B		0x48005000ul
 /* Not multiples of 64: the last bitmap word of each memslot is partial. */
 #define PAGES_A		4099ul
 #define PAGES_B		1027ul
@@ -141,16 +145,23 @@ static void *host_page(struct kvm_vm *vm, uint64_t i)
 	return addr_gpa2hva(vm, page_gva(i));
 }
 
-static struct kvm_vm *create_vm(struct kvm_vcpu **vcpu, uint64_t mode, uint64_t manual)
+/*
+ * @late: memslots created without dirty logging, which the caller enables
+ * after the guest has written its memory; memslot A backed by transparent
+ * huge pages.
+ */
+static struct kvm_vm *create_vm(struct kvm_vcpu **vcpu, uint64_t mode, uint64_t manual,
+				bool late)
 {
 	struct kvm_vm *vm = vm_create_with_one_vcpu(vcpu, guest_code);
+	uint32_t flags = late ? 0 : KVM_MEM_LOG_DIRTY_PAGES;
 
 	if (manual)
 		vm_enable_cap(vm, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, manual);
-	vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, GPA_A, SLOT_A,
-				    PAGES_A, KVM_MEM_LOG_DIRTY_PAGES);
-	vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, GPA_B, SLOT_B,
-				    PAGES_B, KVM_MEM_LOG_DIRTY_PAGES);
+	/* THP needs a 2MiB-aligned GPA: memslot A only. */
+	vm_userspace_mem_region_add(vm, late ? VM_MEM_SRC_ANONYMOUS_THP : VM_MEM_SRC_ANONYMOUS,
+				    GPA_A, SLOT_A, PAGES_A, flags);
+	vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, GPA_B, SLOT_B, PAGES_B, flags);
 	virt_map(vm, GPA_A, GPA_A, PAGES_A);
 	virt_map(vm, GPA_B, GPA_B, PAGES_B);
 	guest_mode = mode;
@@ -168,7 +179,7 @@ static void test_bad_args(void)
 	struct kvm_vm *vm;
 	int i;
 
-	vm = create_vm(&vcpu, MODE_PATTERN, 0);
+	vm = create_vm(&vcpu, MODE_PATTERN, 0, false);
 
 	memset(&h, 0, sizeof(h));
 	h.capacity = 8;
@@ -203,17 +214,28 @@ static void test_bad_args(void)
 	pr_info("bad arguments: EINVAL/ENXIO as documented\n");
 }
 
-static void test_exact(uint64_t manual)
+static void test_exact(uint64_t manual, bool late)
 {
 	unsigned long *seen = bitmap_zalloc(NR_PAGES);
 	uint64_t *entries = calloc(NR_PAGES, sizeof(*entries));
-	uint64_t *bad, iter, i, n, want;
+	uint64_t *bad, iter, i, n, want, first = 1, huge = 0;
 	struct kvm_vcpu *vcpu;
 	struct ucall uc;
 	struct kvm_vm *vm;
 	uint32_t got;
 
-	vm = create_vm(&vcpu, MODE_PATTERN, manual);
+	vm = create_vm(&vcpu, MODE_PATTERN, manual, late);
+
+	if (late) {
+		/* Epoch 1 before dirty logging: huge SPTEs where THP allows. */
+		vcpu_run(vcpu);
+		TEST_ASSERT(get_ucall(vcpu, &uc) == UCALL_SYNC && uc.args[1] == 1,
+			    "guest did not reach sync 1");
+		huge = vm_get_stat(vm, "pages_2m");
+		vm_mem_region_set_flags(vm, SLOT_A, KVM_MEM_LOG_DIRTY_PAGES);
+		vm_mem_region_set_flags(vm, SLOT_B, KVM_MEM_LOG_DIRTY_PAGES);
+		first = 2;
+	}
 
 	if (manual & KVM_DIRTY_LOG_INITIALLY_SET) {
 		n = harvest_all(vm, entries, NR_PAGES, seen);
@@ -222,7 +244,7 @@ static void test_exact(uint64_t manual)
 		bitmap_zero(seen, NR_PAGES);
 	}
 
-	for (iter = 1; iter <= ITERATIONS; iter++) {
+	for (iter = first; iter <= ITERATIONS; iter++) {
 		vcpu_run(vcpu);
 		TEST_ASSERT(get_ucall(vcpu, &uc) == UCALL_SYNC && uc.args[1] == iter,
 			    "guest did not reach sync %lu", iter);
@@ -251,8 +273,13 @@ static void test_exact(uint64_t manual)
 		}
 		TEST_ASSERT(n == want, "%lu entries for %lu pages", n, want);
 	}
-	pr_info("exact harvest, manual protect 0x%lx: %d epochs over 2 memslots\n",
-		manual, ITERATIONS);
+	if (late)
+		pr_info("exact harvest, manual protect 0x%lx, logging enabled after epoch 1 "
+			"(%lu 2MiB mappings then): %lu epochs over 2 memslots\n",
+			manual, huge, ITERATIONS - first + 1);
+	else
+		pr_info("exact harvest, manual protect 0x%lx: %d epochs over 2 memslots\n",
+			manual, ITERATIONS);
 	kvm_vm_free(vm);
 	free(entries);
 	bitmap_free(seen);
@@ -291,7 +318,7 @@ static void test_running_vcpu(void)
 	uint64_t i;
 	int round;
 
-	vm = create_vm(&vcpu, MODE_CONTINUOUS, 0);
+	vm = create_vm(&vcpu, MODE_CONTINUOUS, 0, false);
 	pthread_create(&thread, NULL, vcpu_thread, vcpu);
 	for (round = 0; round < 40; round++) {
 		copy_harvested(vm, shadow, entries, seen);
@@ -316,10 +343,12 @@ int main(int argc, char *argv[])
 	TEST_REQUIRE(kvm_has_cap(KVM_CAP_SLS_EPOCH));
 
 	test_bad_args();
-	test_exact(0);
+	test_exact(0, false);
+	test_exact(0, true);
 	if (kvm_has_cap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)) {
-		test_exact(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE);
-		test_exact(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET);
+		test_exact(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, false);
+		test_exact(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET, false);
+		test_exact(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET, true);
 	}
 	test_running_vcpu();
 	return 0;
