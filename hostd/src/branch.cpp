@@ -19,6 +19,7 @@ namespace {
 
 constexpr const char *kBranchMagic = "SLSVBRANCH";
 constexpr const char *kPinMagic = "SLSVPIN";
+constexpr const char *kRewindMagic = "SLSVREWIND";
 
 std::string framed(const char *magic, const std::string &body)
 {
@@ -26,9 +27,9 @@ std::string framed(const char *magic, const std::string &body)
 }
 
 // The body of a framed file, or an error naming what is wrong.
-Result<std::string> unframe(const char *magic, const std::string &path)
+Result<std::string> unframe(const char *magic, const std::string &path, size_t max = 4096)
 {
-	auto txt = read_small_file(path, 4096);
+	auto txt = read_small_file(path, max);
 	if (!txt)
 		return txt.error();
 	auto nl = txt->find('\n');
@@ -117,6 +118,80 @@ std::set<uint64_t> pinned_epochs(const std::string &vm_dir)
 	for (const auto &[child, e] : list_pins(vm_dir))
 		s.insert(e);
 	return s;
+}
+
+// A rewinds file is one line per rewind; 1 MiB holds ~40000 of them.
+constexpr size_t kRewindsMax = 1 << 20;
+
+Result<std::vector<Rewind>> load_rewinds(const std::string &vm_dir)
+{
+	const std::string path = vm_dir + "/rewinds";
+	std::vector<Rewind> out;
+	if (access(path.c_str(), F_OK) < 0 && errno == ENOENT)
+		return out;
+	auto body = unframe(kRewindMagic, path, kRewindsMax);
+	if (!body)
+		return body.error();
+	size_t pos = 0;
+	while (pos < body->size()) {
+		size_t nl = body->find('\n', pos);
+		if (nl == std::string::npos)
+			return make_error(-EBADMSG, "%s: last line not terminated", path.c_str());
+		unsigned long long to = 0, newest = 0;
+		char extra = 0;
+		const std::string line = body->substr(pos, nl - pos);
+		if (sscanf(line.c_str(), "%llu %llu %c", &to, &newest, &extra) != 2 || !to || newest < to ||
+		    (!out.empty() && newest < out.back().newest))
+			return make_error(-EBADMSG, "%s: malformed line '%s'", path.c_str(), line.c_str());
+		out.push_back({to, newest});
+		pos = nl + 1;
+	}
+	return out;
+}
+
+Status add_rewind(const std::string &vm_dir, const Rewind &r)
+{
+	if (!r.to || r.newest < r.to)
+		return make_error(-EINVAL, "rewind to epoch %llu with newest %llu",
+				  static_cast<unsigned long long>(r.to), static_cast<unsigned long long>(r.newest));
+	auto all = load_rewinds(vm_dir);
+	if (!all && all.code() != -EBADMSG)
+		return all.error();
+	if (!all) {
+		// Readers ignore a damaged file already (Store::catalog); the new
+		// record replaces it rather than blocking every restore.
+		SLS_LOG_WARN("%s: replacing a damaged rewinds file with this rewind", all.message().c_str());
+		all = std::vector<Rewind>();
+	}
+	all->push_back(r);
+	std::string body;
+	for (const auto &x : *all)
+		body += strf("%llu %llu\n", static_cast<unsigned long long>(x.to),
+			     static_cast<unsigned long long>(x.newest));
+	if (body.size() > kRewindsMax - 64)
+		return make_error(-EFBIG, "%s/rewinds: too many rewinds", vm_dir.c_str());
+	return write_file_atomic(vm_dir + "/rewinds", framed(kRewindMagic, body), 0600);
+}
+
+const Rewind *abandoned_by(const std::vector<Rewind> &rewinds, uint64_t epoch)
+{
+	// Rewind k's timeline: the epochs written after it (> newest), and the
+	// ancestry of the epoch it restored (`to`): the timeline `to` was
+	// written on, up to `to`. `to` was written on the timeline of the last
+	// earlier rewind whose `newest` it exceeds (none: the first timeline).
+	size_t k = rewinds.size();
+	while (k > 0) {
+		const Rewind &r = rewinds[k - 1];
+		if (epoch > r.newest)
+			return nullptr;
+		if (epoch > r.to)
+			return &r;
+		size_t j = k - 1;
+		while (j > 0 && rewinds[j - 1].newest >= r.to)
+			j--;
+		k = j;
+	}
+	return nullptr;
 }
 
 } // namespace slsvirt

@@ -131,7 +131,7 @@ void Compactor::run_once()
 		SLS_LOG_WARN("%s: retention: %s", who_.c_str(), views.message().c_str());
 		return;
 	}
-	RetentionPlan plan = plan_retention(*views, policy_, pinned_epochs(store_.vm_dir()));
+	RetentionPlan plan = plan_retention(*views, policy_, timeline_pins(store_.vm_dir(), *views));
 	if (!plan.oldest_retained)
 		return;
 	auto cs = store_.compact(plan, faults_, &store_lock_);

@@ -485,6 +485,7 @@ private:
 			zero_staging();	// a lazy restore writes only the map at the start
 		proto::Bytes reply;
 		std::vector<UniqueFd> files;
+		uint64_t restored = 0;	// the epoch, once restored
 		std::string what = lazy ? "lazy restore" : "restore";
 		if (lazy) {
 			std::vector<RamBlockDesc> layout;
@@ -506,6 +507,7 @@ private:
 					     m->pages.size(), m->files.size(), m->devstate.size(), (mono_ns() - t0) / 1e6);
 				reply = proto::encode_restore_ack({m->info.epoch, 0, "ok", m->devstate}, ++send_seq_);
 				files = std::move(m->files);
+				restored = m->info.epoch;
 			}
 		} else {
 			auto lr = from->load(rr->epoch, blocks_, false, lock);
@@ -519,12 +521,49 @@ private:
 					     static_cast<unsigned long long>(lr->pages_loaded), lr->devstate.size(),
 					     (mono_ns() - t0) / 1e6);
 				reply = proto::encode_restore_ack({lr->info.epoch, 0, "ok", lr->devstate}, ++send_seq_);
+				restored = lr->info.epoch;
+			}
+		}
+		if (restored && !source) {
+			Status rw = note_rewind(restored);
+			if (!rw.ok()) {
+				SLS_LOG_ERROR("%s: %s", who().c_str(), rw.message().c_str());
+				open_segments::release(holder_id());
+				files.clear();
+				reply = proto::encode_restore_ack({rr->epoch, rw.code(), rw.message(), {}}, ++send_seq_);
 			}
 		}
 		Status s = send_with_fds(reply, files);
 		if (!s.ok())
 			SLS_LOG_WARN("%s: %s", who().c_str(), s.message().c_str());
 		return s.ok();
+	}
+
+	// A VM restored to an epoch older than its store's newest starts a new
+	// timeline: recorded (durably, before the VM runs) so that a restore
+	// without --epoch after a crash comes back to this one, not to the
+	// newer epochs it left behind (branch.hpp Rewind).
+	Status note_rewind(uint64_t epoch)
+	{
+		auto rw = load_rewinds(store_->vm_dir());
+		const std::vector<Rewind> none;
+		const std::vector<Rewind> &have = rw ? *rw : none;	// damaged: add_rewind replaces it
+		// The newest epoch, on the current timeline: nothing changes.
+		if (rw && epoch >= newest_ && !abandoned_by(have, epoch))
+			return {};
+		if (!have.empty() && have.back().to == epoch && have.back().newest == newest_)
+			return {};
+		Status s = add_rewind(store_->vm_dir(), {epoch, newest_});
+		if (!s.ok())
+			return make_error(s.code(), "restore of epoch %llu: cannot record that epochs up to %llu are "
+					  "another timeline now: %s", static_cast<unsigned long long>(epoch),
+					  static_cast<unsigned long long>(newest_), s.message().c_str());
+		SLS_LOG_INFO("%s: restored epoch %llu while %llu was the newest: epochs after %llu up to %llu are another "
+			     "timeline now",
+			     who().c_str(), static_cast<unsigned long long>(epoch),
+			     static_cast<unsigned long long>(newest_), static_cast<unsigned long long>(epoch),
+			     static_cast<unsigned long long>(newest_));
+		return {};
 	}
 
 	int fd_;

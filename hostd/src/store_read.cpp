@@ -1204,7 +1204,39 @@ Result<std::vector<EpochView>> Store::catalog(ScanDepth depth) const
 	auto all = list(depth);
 	if (!all)
 		return all.error();
-	return resolve_chains(*all);
+	std::vector<EpochView> views = resolve_chains(*all);
+	// A rewinds file that does not verify is reported and ignored: every
+	// epoch then counts as current, as before rewinds were recorded (a
+	// restore without --epoch may pick a newer, abandoned timeline; an
+	// explicit --epoch is unaffected).
+	auto rw = load_rewinds(vm_dir_);
+	if (!rw)
+		SLS_LOG_WARN("VM %s: %s: ignoring the rewind records", vm_.c_str(), rw.message().c_str());
+	else
+		for (auto &v : views)
+			if (const Rewind *r = abandoned_by(*rw, v.seg.epoch))
+				v.rewound_to = r->to;
+	return views;
+}
+
+std::set<uint64_t> timeline_pins(const std::string &vm_dir, const std::vector<EpochView> &views)
+{
+	std::set<uint64_t> pins = pinned_epochs(vm_dir);
+	auto rw = load_rewinds(vm_dir);
+	if (!rw) {
+		pins.insert(UINT64_MAX);	// never delete on doubt
+		return pins;
+	}
+	if (rw->empty())
+		return pins;
+	// Until the restored VM has a durable epoch of its own, the epoch it was
+	// restored to is the current timeline's newest: keep it and its chain.
+	const Rewind &last = rw->back();
+	bool own = std::any_of(views.begin(), views.end(),
+			       [&](const EpochView &v) { return v.restorable && v.seg.epoch > last.newest; });
+	if (!own)
+		pins.insert(last.to);
+	return pins;
 }
 
 Result<SegmentInfo> Store::newest_restorable(ScanDepth depth) const
@@ -1218,7 +1250,7 @@ Result<SegmentInfo> Store::newest_restorable(ScanDepth depth) const
 	for (const auto &v : *views)
 		path_of[v.seg.epoch] = v.seg.path;
 	for (auto it = views->rbegin(); it != views->rend(); ++it) {
-		if (!it->restorable)
+		if (!it->restorable || it->rewound_to)
 			continue;
 		if (depth == ScanDepth::structure)
 			return it->seg;
@@ -1485,7 +1517,7 @@ Result<LoadResult> Store::load(uint64_t epoch, std::span<const RamBlockMem> dest
 		}
 		bool retry = false;
 		for (auto it = views.rbegin(); it != views.rend() && !retry; ++it) {
-			if (!it->restorable)
+			if (!it->restorable || it->rewound_to)
 				continue;
 			const auto chain = it->chain;
 			const auto paths = chain_paths(views, chain);
@@ -1660,7 +1692,7 @@ Result<CompactStats> Store::apply_retention(const RetentionPolicy &policy, const
 	auto views = catalog(ScanDepth::structure);
 	if (!views)
 		return views.error();
-	RetentionPlan plan = plan_retention(*views, policy, pinned_epochs(vm_dir_));
+	RetentionPlan plan = plan_retention(*views, policy, timeline_pins(vm_dir_, *views));
 	if (!plan.oldest_retained)
 		return CompactStats{};
 	return compact(plan, faults);
@@ -1679,7 +1711,7 @@ Result<LazyMap> Store::map_epoch(uint64_t epoch, std::span<const RamBlockDesc> d
 			return c.error();
 		const EpochView *v = nullptr;
 		for (auto it = c->rbegin(); it != c->rend() && !v; ++it)
-			if (epoch ? it->seg.epoch == epoch : it->restorable)
+			if (epoch ? it->seg.epoch == epoch : it->restorable && !it->rewound_to)
 				v = &*it;
 		if (!v && epoch)
 			return make_error(-ENOENT, "epoch %llu does not exist for VM '%s'",

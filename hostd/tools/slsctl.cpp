@@ -567,8 +567,16 @@ struct RestoreSource {
 	size_t chain_len = 0;		// segments in the epoch's chain
 };
 
+// An epoch a restore to an older one left behind (Store::catalog).
+std::string rewound_text(const EpochView &v)
+{
+	return strf("another timeline (epoch %llu was restored after it)",
+		    static_cast<unsigned long long>(v.rewound_to));
+}
+
 // Chooses the epoch to restore: the requested one, or the newest restorable
-// one. eager: every page of its chain verifies now (a lazy restore checks
+// one on the VM's current timeline (a restore of an older epoch starts a new
+// one: branch.hpp Rewind). eager: every page of its chain verifies now (a lazy restore checks
 // each page when it is loaded). Prints what it skipped.
 Result<SegmentInfo> choose_epoch(const Store &store, uint64_t want, bool eager, size_t *chain_len = nullptr)
 {
@@ -600,6 +608,10 @@ Result<SegmentInfo> choose_epoch(const Store &store, uint64_t want, bool eager, 
 		}
 		if (want && s.epoch < want)
 			break;
+		if (!want && it->rewound_to) {
+			skipped.push_back({s, rewound_text(*it)});
+			continue;
+		}
 		std::string problem = chain_problem(*it);
 		if (problem.empty()) {
 			chosen = s;
@@ -623,7 +635,9 @@ Result<SegmentInfo> choose_epoch(const Store &store, uint64_t want, bool eager, 
 	}
 	for (const auto &[s, why] : skipped)
 		printf("epoch %llu: %s, %s\n", static_cast<unsigned long long>(s.epoch), why.c_str(),
-		       why == "valid" ? "newer than --epoch, not used" : "ignored");
+		       why == "valid" ? "newer than --epoch, not used"
+		       : why.starts_with("another timeline") ? "not used without --epoch"
+							      : "ignored");
 	return *chosen;
 }
 
@@ -1056,6 +1070,9 @@ int cmd_ls(Args &a)
 				e["parent"] = s.parent_epoch;
 			if (!v.restorable)
 				e["why"] = v.why;
+			e["timeline"] = v.rewound_to ? "other" : "current";
+			if (v.rewound_to)
+				e["rewound-to"] = v.rewound_to;
 			out.push_back(std::move(e));
 		}
 		printf("%s\n", out.dump(2).c_str());
@@ -1069,6 +1086,8 @@ int cmd_ls(Args &a)
 									       static_cast<unsigned long long>(v.chain.front()))
 								    : "")
 						  : v.why;
+		if (v.rewound_to)
+			detail = rewound_text(v) + (detail.empty() ? "" : "; " + detail);
 		printf("%-8llu %-6s %-8s %-10s %-8s %-8llu %-12llu %-23s %s\n", static_cast<unsigned long long>(s.epoch),
 		       kind_text(s).c_str(), parent_text(s).c_str(), v.restorable ? "yes" : "no", to_string(s.status),
 		       static_cast<unsigned long long>(s.nr_pages), static_cast<unsigned long long>(s.file_size),
@@ -1124,12 +1143,15 @@ int cmd_verify(Args &a)
 							       static_cast<unsigned long long>(v->chain.front()))
 								  .c_str()
 							: "");
+		if (v->rewound_to)
+			what += "; " + rewound_text(*v);
 		printf("epoch %llu: %s\n", static_cast<unsigned long long>(s.epoch), what.c_str());
 		bad += !v->restorable;
 	}
+	// What a restore without --epoch takes (on the current timeline).
 	uint64_t newest = 0;
 	for (const auto &v : *views)
-		if (v.restorable)
+		if (v.restorable && !v.rewound_to)
 			newest = v.seg.epoch;
 	printf("%zu checked, %d bad\n", checked.size(), bad);
 	if (newest)

@@ -259,10 +259,19 @@ TEST_F(ServerTest, HelloEpochRestoreRoundTrip)
 	EXPECT_EQ(r->devstate, dev);
 	EXPECT_TRUE(snapshot(e) == want);	// bytes restored == bytes written
 
-	auto r0 = e.restore(0);	// newest
+	// Restoring 1 left 2 on another timeline: "newest" is 1 now (a VM that
+	// crashes right after a restore of an older epoch comes back to it),
+	// until 2 is restored explicitly.
+	auto r0 = e.restore(0);
+	ASSERT_TRUE(r0);
+	EXPECT_EQ(r0->epoch, 1u);
+	auto r2 = e.restore(2);
+	ASSERT_TRUE(r2);
+	EXPECT_EQ(r2->epoch, 2u);
+	EXPECT_TRUE(r2->devstate.empty());
+	r0 = e.restore(0);
 	ASSERT_TRUE(r0);
 	EXPECT_EQ(r0->epoch, 2u);
-	EXPECT_TRUE(r0->devstate.empty());
 	auto bad = e.restore(9);
 	ASSERT_TRUE(bad);
 	EXPECT_LT(bad->status, 0);
@@ -560,7 +569,13 @@ TEST_F(ServerTest, DeltaEpochsRestoreAnyRetainedEpoch)
 		EXPECT_EQ(r->epoch, ep);
 		EXPECT_TRUE(snapshot(e) == want[ep]) << "epoch " << ep;
 	}
+	// The last restore (2) is the current timeline's newest epoch.
 	auto r0 = e.restore(0);
+	ASSERT_TRUE(r0);
+	EXPECT_EQ(r0->epoch, 2u);
+	EXPECT_EQ(r0->devstate, std::vector<unsigned char>{2});
+	ASSERT_EQ(e.restore(8)->status, 0);
+	r0 = e.restore(0);
 	ASSERT_TRUE(r0);
 	EXPECT_EQ(r0->epoch, 8u);
 	EXPECT_EQ(r0->devstate, std::vector<unsigned char>{8});
@@ -651,13 +666,13 @@ TEST_P(ServerWriteFaultTest, FailedEpochAckedWithErrnoThenFullWorks)
 		EXPECT_EQ(d->status, -EINVAL);
 		const auto want5 = snapshot(e);
 		ASSERT_EQ(e.epoch(5, {})->status, 0);
-		auto r = e.restore(2);
-		ASSERT_TRUE(r);
-		EXPECT_TRUE(snapshot(e) == want2);
-		r = e.restore(0);
+		auto r = e.restore(0);
 		ASSERT_TRUE(r);
 		EXPECT_EQ(r->epoch, 5u);
 		EXPECT_TRUE(snapshot(e) == want5);
+		r = e.restore(2);
+		ASSERT_TRUE(r);
+		EXPECT_TRUE(snapshot(e) == want2);
 	} else {	// short-write: the epoch succeeds byte-exact
 		const auto want3 = snapshot(e);
 		auto r = e.restore(3);

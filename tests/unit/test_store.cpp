@@ -1776,3 +1776,117 @@ TEST(Branch, RecordRoundTripAndRejectsDamage)
 	EXPECT_FALSE(save_branch(d.path(), {"../x", 1}).ok());
 	EXPECT_FALSE(add_pin(d.path(), "bad/name", 1).ok());
 }
+
+TEST(Rewind, EachRestoreOfAnOlderEpochStartsATimeline)
+{
+	auto current = [](const std::vector<Rewind> &rw, uint64_t e) { return abandoned_by(rw, e) == nullptr; };
+	// 1..100, restore 50: 51..100 abandoned; 101.. the new timeline.
+	std::vector<Rewind> rw{{50, 100}};
+	EXPECT_TRUE(current(rw, 1));
+	EXPECT_TRUE(current(rw, 50));
+	EXPECT_FALSE(current(rw, 51));
+	EXPECT_FALSE(current(rw, 100));
+	EXPECT_EQ(abandoned_by(rw, 100)->to, 50u);
+	EXPECT_TRUE(current(rw, 101));
+	// ... wrote 101..105, restore 103: 104, 105 abandoned, 103's ancestry
+	// is 101..103 and 1..50 (not 51..100).
+	rw.push_back({103, 105});
+	EXPECT_TRUE(current(rw, 103));
+	EXPECT_TRUE(current(rw, 101));
+	EXPECT_FALSE(current(rw, 104));
+	EXPECT_FALSE(current(rw, 100));
+	EXPECT_TRUE(current(rw, 50));
+	EXPECT_TRUE(current(rw, 106));
+	// ... then restore 80, written before the first rewind: its ancestry
+	// is 1..80 of the first timeline; 81..105 abandoned.
+	rw.push_back({80, 105});
+	EXPECT_TRUE(current(rw, 80));
+	EXPECT_TRUE(current(rw, 60));
+	EXPECT_FALSE(current(rw, 81));
+	EXPECT_FALSE(current(rw, 101));
+	EXPECT_TRUE(current(rw, 106));
+	// ... then the abandoned newest (105) again: 101..105 and 1..50 current.
+	rw.push_back({105, 105});
+	EXPECT_TRUE(current(rw, 105));
+	EXPECT_TRUE(current(rw, 103));
+	EXPECT_TRUE(current(rw, 104));	// 105 was written after 104
+	EXPECT_FALSE(current(rw, 80));
+	EXPECT_TRUE(current(rw, 50));
+	EXPECT_TRUE(current({}, 7));
+}
+
+TEST(Rewind, RecordRoundTripRejectsDamageAndIsReplacedWhenDamaged)
+{
+	test::TempDir d;
+	auto none = load_rewinds(d.path());
+	ASSERT_TRUE(none.ok());
+	EXPECT_TRUE(none->empty());
+	ASSERT_TRUE(add_rewind(d.path(), {5, 9}).ok());
+	ASSERT_TRUE(add_rewind(d.path(), {9, 9}).ok());
+	EXPECT_FALSE(add_rewind(d.path(), {9, 8}).ok());
+	EXPECT_FALSE(add_rewind(d.path(), {0, 8}).ok());
+	auto rw = load_rewinds(d.path());
+	ASSERT_TRUE(rw.ok()) << rw.message();
+	ASSERT_EQ(rw->size(), 2u);
+	EXPECT_EQ((*rw)[0].to, 5u);
+	EXPECT_EQ((*rw)[1].newest, 9u);
+	auto bytes = test::read_file(d.path() + "/rewinds");
+	bytes[bytes.size() - 2] ^= 1;	// a digit
+	test::write_file(d.path() + "/rewinds", bytes);
+	EXPECT_EQ(load_rewinds(d.path()).code(), -EBADMSG);
+	ASSERT_TRUE(add_rewind(d.path(), {7, 12}).ok());	// replaces the damaged file
+	rw = load_rewinds(d.path());
+	ASSERT_TRUE(rw.ok()) << rw.message();
+	ASSERT_EQ(rw->size(), 1u);
+	EXPECT_EQ((*rw)[0].to, 7u);
+}
+
+TEST_F(ChainTest, RestoreWithoutAnEpochStaysOnTheTimelineOfTheLastRestore)
+{
+	Guest g(300);
+	full(g, 1);
+	for (uint64_t e = 2; e <= 12; e++)
+		delta(g, e, e - 1, e * 17, 25);
+	// Restored to 6 while 12 was the newest (what slsvirtd records).
+	ASSERT_TRUE(add_rewind(store->vm_dir(), {6, 12}).ok());
+	auto v = views();
+	EXPECT_EQ(v[6].rewound_to, 0u);
+	EXPECT_EQ(v[7].rewound_to, 6u);
+	EXPECT_EQ(v[12].rewound_to, 6u);
+	EXPECT_TRUE(v[12].restorable);	// still there for --epoch
+	EXPECT_EQ(store->newest_restorable(ScanDepth::full)->epoch, 6u);
+	Memory out(300, 99);
+	auto lr = load(0, out);
+	ASSERT_TRUE(lr.ok()) << lr.message();
+	EXPECT_EQ(lr->info.epoch, 6u);
+	EXPECT_TRUE(out.ram == g.want[6].first);
+	expect_restores(g, 12);	// explicitly
+	const std::vector<RamBlockDesc> kLayout300{{"pc.ram", 300 * kPage}, {"pc.bios", 16 * kPage}};
+	auto m = store->map_epoch(0, kLayout300, 0);
+	ASSERT_TRUE(m.ok()) << m.message();
+	EXPECT_EQ(m->info.epoch, 6u);
+	// Retention keeps 6 (and its chain) while the new timeline has no epoch.
+	EXPECT_EQ(timeline_pins(store->vm_dir(), *store->catalog(ScanDepth::structure)), (std::set<uint64_t>{6}));
+	ASSERT_TRUE(store->apply_retention(RetentionPolicy{3, 1, 0}).ok());
+	v = views();
+	for (uint64_t e = 1; e <= 6; e++)
+		EXPECT_TRUE(v.count(e)) << "epoch " << e << " (the restored one's chain) was deleted";
+	expect_restores(g, 6);
+	// The VM goes on from 6: its epochs come after 12.
+	g.m.ram = g.want[6].first;
+	g.m.bios = g.want[6].second;
+	delta(g, 13, 6, 5, 20);
+	EXPECT_EQ(store->newest_restorable(ScanDepth::full)->epoch, 13u);
+	lr = load(0, out);
+	ASSERT_TRUE(lr.ok()) << lr.message();
+	EXPECT_EQ(lr->info.epoch, 13u);
+	EXPECT_TRUE(out.ram == g.want[13].first);
+	EXPECT_TRUE(timeline_pins(store->vm_dir(), *store->catalog(ScanDepth::structure)).empty());
+	// A damaged rewinds file: ignored by readers (12 is newest again),
+	// and retention keeps everything.
+	auto bytes = test::read_file(store->vm_dir() + "/rewinds");
+	bytes.back() ^= 1;
+	test::write_file(store->vm_dir() + "/rewinds", bytes);
+	EXPECT_EQ(views()[12].rewound_to, 0u);
+	EXPECT_EQ(timeline_pins(store->vm_dir(), *store->catalog(ScanDepth::structure)).count(UINT64_MAX), 1u);
+}

@@ -143,6 +143,9 @@ struct EpochView {
 	bool restorable = false;
 	std::string why;		// when not restorable: the first broken link and why
 	std::vector<uint64_t> chain;	// restorable only
+	// Store::catalog: restored past (branch.hpp Rewind): a restore without
+	// an epoch does not pick it. 0: on the current timeline.
+	uint64_t rewound_to = 0;
 };
 
 // Resolves chains over segments sorted by epoch (as Store::list returns
@@ -171,6 +174,10 @@ struct RetentionPolicy {
 // its chain as it is (no base replaces it); UINT64_MAX keeps everything.
 RetentionPlan plan_retention(const std::vector<EpochView> &views, const RetentionPolicy &policy,
 			     const std::set<uint64_t> &pinned = {});
+// plan_retention's `pinned` for a VM: its clones' pins (branch.hpp), and,
+// after a rewind and until an epoch newer than the rewind's `newest` is
+// restorable, the epoch the VM was restored to.
+std::set<uint64_t> timeline_pins(const std::string &vm_dir, const std::vector<EpochView> &views);
 
 struct LoadResult {
 	SegmentInfo info;		// of the epoch loaded (the chain's last segment)
