@@ -634,6 +634,11 @@ Status Server::listen()
 	wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 	if (!wake_fd_.valid())
 		return errno_error("eventfd");
+	// Lazily restored VMs of an earlier slsvirtd still read their segment
+	// files: hold them before any connection (and its compaction) starts.
+	if (size_t held = open_segments::adopt(cfg_.store_root))
+		SLS_LOG_INFO("holding %zu segment file(s) that running QEMUs still read (lazy restores of an earlier "
+			     "slsvirtd)", held);
 	SLS_LOG_INFO("listening on %s, store %s, retain %u, faults %s", cfg_.socket_path.c_str(),
 		     cfg_.store_root.c_str(), cfg_.retain, cfg_.faults.describe().c_str());
 	return {};

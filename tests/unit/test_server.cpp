@@ -882,3 +882,55 @@ TEST_F(ServerTest, DaemonKilledMidCompactionKeepsRetainedEpochsRestorable)
 	wait_status(pid);
 	guard.pid = -1;
 }
+
+// A lazily restored VM reads its chain's segment files through fds an
+// earlier slsvirtd gave it. A restarted slsvirtd must not recycle those
+// files as spares (a new epoch would overwrite pages the VM has not read
+// yet): it adopts the holds from /proc before serving anyone. Here this
+// process plays the QEMU that holds epoch 1's file open.
+TEST_F(ServerTest, RestartedDaemonDoesNotRecycleFilesARunningVmReads)
+{
+	if (!getenv("SLSVIRTD"))
+		GTEST_FAIL() << "SLSVIRTD (path of the slsvirtd binary) is not set; run through meson test";
+	DaemonGuard guard;
+	pid_t pid = guard.pid = spawn_daemon(sock(), root(), "");
+	ASSERT_GT(pid, 0);
+	{
+		Engine e(sock(), "hvm");
+		ASSERT_TRUE(e.hello());
+		fill_guest(e, 1);
+		ASSERT_EQ(e.epoch(1, {})->status, 0);
+		for (uint64_t ep = 2; ep <= 3; ep++)
+			ASSERT_EQ(e.delta(ep, ep - 1, guest_writes(e, ep, 25))->status, 0);
+	}
+	auto st = Store::open(root(), "hvm", false);
+	ASSERT_TRUE(st.ok()) << st.message();
+	UniqueFd held(open(st->segment_path(1).c_str(), O_RDONLY | O_CLOEXEC));
+	ASSERT_TRUE(held.valid());
+	kill(pid, SIGKILL);
+	wait_status(pid);
+	// A new daemon that keeps only the newest epoch and recycles spares.
+	pid = guard.pid = spawn_daemon(sock(), root(), "", {"--retain", "1", "--compact-min", "1",
+							   "--compact-bytes-pct", "0", "--spare-files", "16"});
+	ASSERT_GT(pid, 0);
+	{
+		Engine e(sock(), "hvm");
+		ASSERT_TRUE(e.hello());
+		fill_guest(e, 4);
+		ASSERT_EQ(e.epoch(4, {})->status, 0);
+		for (uint64_t ep = 5; ep <= 9; ep++)
+			ASSERT_EQ(e.delta(ep, ep - 1, guest_writes(e, ep, 25))->status, 0);
+		// Retention runs beside the epochs: wait until epoch 1 is gone.
+		for (int i = 0; i < 1000 && access(st->segment_path(1).c_str(), F_OK) == 0; i++)
+			usleep(10000);
+	}
+	EXPECT_NE(access(st->segment_path(1).c_str(), F_OK), 0) << "retention never removed epoch 1";
+	// Deleted, not recycled: through the open fd it is still epoch 1, intact.
+	const std::string via_fd = "/proc/self/fd/" + std::to_string(held.get());
+	SegmentInfo s = scan_segment(via_fd, 1, "hvm", ScanDepth::full);
+	EXPECT_EQ(s.status, SegmentStatus::valid) << s.detail;
+	EXPECT_EQ(s.epoch, 1u);
+	kill(pid, SIGTERM);
+	wait_status(pid);
+	guard.pid = -1;
+}

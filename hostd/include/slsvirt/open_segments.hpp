@@ -6,13 +6,15 @@
 // overwrite the pages under it (QEMU would catch that by the page crcs and
 // stop). So Store::retire() deletes a held file instead (its bytes stay
 // readable through the open fds) and never recycles it. Held by inode, for
-// as long as the hostd connection of the VM that reads it lasts.
+// as long as the QEMU that reads it lives (by its pid, across reconnects);
+// a restarted slsvirtd adopts the holds from /proc before it serves anyone.
 #pragma once
 
 #include <sys/stat.h>
 
 #include <cstdint>
 #include <mutex>
+#include <string>
 
 namespace slsvirt::open_segments {
 
@@ -27,5 +29,11 @@ bool held(const struct stat &st);
 void release(uint64_t owner);
 // Number of files held (tests).
 size_t count();
+// Holds, for each other process, every file it has open under
+// store_root/*/epochs/ (what a lazily restored QEMU got from an earlier
+// slsvirtd), owner = its pid. Run by a starting slsvirtd before it serves
+// any connection, so that no compaction recycles a file a running VM still
+// reads. Returns the number of files held.
+size_t adopt(const std::string &store_root);
 
 } // namespace slsvirt::open_segments
