@@ -1393,8 +1393,10 @@ const Command kCommands[] = {
 	 "start QEMU from vm.conf with -S, QMP sls-restore, cont. Refuses while a QEMU of VM runs.\n"
 	 "Lazy by default: the guest runs at once, each RAM page is read from the store (and its crc\n"
 	 "checked) when first touched; a corrupt page stops QEMU with an error naming epoch and page.\n"
-	 "A clone without an epoch of its own restores the epoch it was cloned from.",
-	 {{"--epoch", "N", "epoch to restore (default: newest restorable)"},
+	 "A clone without an epoch of its own restores the epoch it was cloned from.\n"
+	 "Restoring an older epoch starts a new timeline: the epochs it left behind stay restorable\n"
+	 "with --epoch, and a restore without --epoch (e.g. after a crash) does not pick them.",
+	 {{"--epoch", "N", "epoch to restore (default: newest restorable on the current timeline)"},
 	  {"--eager", nullptr, "verify every page and load all RAM before the guest runs"},
 	  {"--prestarted", nullptr, "restore into the QEMU `slsctl prestart VM` left waiting (no QEMU start)"},
 	  {"--working-set", "FILE", "load these pages in the background (slsctl working-set)"},
