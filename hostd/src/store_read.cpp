@@ -1219,6 +1219,21 @@ Result<std::vector<EpochView>> Store::catalog(ScanDepth depth) const
 	return views;
 }
 
+std::string other_timeline_hint(const std::vector<EpochView> &views)
+{
+	size_t n = 0;
+	uint64_t newest = 0;
+	for (const auto &v : views)
+		if (v.restorable && v.rewound_to) {
+			n++;
+			newest = v.seg.epoch;
+		}
+	if (!n)
+		return "";
+	return strf(" on its current timeline; %zu restorable epoch(s) on other timelines (newest %llu) can be "
+		    "restored by number", n, static_cast<unsigned long long>(newest));
+}
+
 std::set<uint64_t> timeline_pins(const std::string &vm_dir, const std::vector<EpochView> &views)
 {
 	std::set<uint64_t> pins = pinned_epochs(vm_dir);
@@ -1272,7 +1287,8 @@ Result<SegmentInfo> Store::newest_restorable(ScanDepth depth) const
 		if (ok)
 			return it->seg;
 	}
-	return make_error(-ENOENT, "VM '%s' has no restorable epoch in %s", vm_.c_str(), epochs_dir_.c_str());
+	return make_error(-ENOENT, "VM '%s' has no restorable epoch in %s%s", vm_.c_str(), epochs_dir_.c_str(),
+			  other_timeline_hint(*views).c_str());
 }
 
 Result<SegmentInfo> Store::newest_valid() const { return newest_restorable(ScanDepth::full); }
@@ -1532,7 +1548,8 @@ Result<LoadResult> Store::load(uint64_t epoch, std::span<const RamBlockMem> dest
 			SLS_LOG_WARN("VM %s: %s; trying an older epoch", vm_.c_str(), r.message().c_str());
 		}
 		if (!retry)
-			return make_error(-ENOENT, "VM '%s' has no valid epoch to restore", vm_.c_str());
+			return make_error(-ENOENT, "VM '%s' has no valid epoch to restore%s", vm_.c_str(),
+					  other_timeline_hint(views).c_str());
 	}
 }
 
@@ -1717,7 +1734,8 @@ Result<LazyMap> Store::map_epoch(uint64_t epoch, std::span<const RamBlockDesc> d
 			return make_error(-ENOENT, "epoch %llu does not exist for VM '%s'",
 					  static_cast<unsigned long long>(epoch), vm_.c_str());
 		if (!v)
-			return make_error(-ENOENT, "VM '%s' has no restorable epoch", vm_.c_str());
+			return make_error(-ENOENT, "VM '%s' has no restorable epoch%s", vm_.c_str(),
+					  other_timeline_hint(*c).c_str());
 		if (!v->restorable)
 			return make_error(-EBADMSG, "epoch %llu is not restorable: %s",
 					  static_cast<unsigned long long>(v->seg.epoch), v->why.c_str());

@@ -631,7 +631,9 @@ Result<SegmentInfo> choose_epoch(const Store &store, uint64_t want, bool eager, 
 				  want ? strf("epoch %llu does not exist for VM '%s'", static_cast<unsigned long long>(want),
 					      store.vm().c_str())
 						 .c_str()
-				       : strf("VM '%s' has no valid epoch to restore", store.vm().c_str()).c_str());
+				       : strf("VM '%s' has no valid epoch to restore%s", store.vm().c_str(),
+					      other_timeline_hint(*views).c_str())
+						 .c_str());
 	}
 	for (const auto &[s, why] : skipped)
 		printf("epoch %llu: %s, %s\n", static_cast<unsigned long long>(s.epoch), why.c_str(),

@@ -1890,3 +1890,22 @@ TEST_F(ChainTest, RestoreWithoutAnEpochStaysOnTheTimelineOfTheLastRestore)
 	EXPECT_EQ(views()[12].rewound_to, 0u);
 	EXPECT_EQ(timeline_pins(store->vm_dir(), *store->catalog(ScanDepth::structure)).count(UINT64_MAX), 1u);
 }
+
+TEST_F(ChainTest, NoEpochOnTheCurrentTimelineSaysWhereTheOthersAre)
+{
+	Guest g(300);
+	full(g, 1);
+	full(g, 2);
+	delta(g, 3, 2, 40, 25);
+	ASSERT_TRUE(add_rewind(store->vm_dir(), {1, 3}).ok());
+	ASSERT_EQ(unlink(store->segment_path(1).c_str()), 0);	// the restored epoch is gone
+	Memory out(300, 99);
+	auto lr = load(0, out);
+	ASSERT_FALSE(lr.ok());
+	EXPECT_NE(lr.message().find("2 restorable epoch(s) on other timelines (newest 3)"), std::string::npos)
+		<< lr.message();
+	auto nr = store->newest_restorable(ScanDepth::structure);
+	ASSERT_FALSE(nr.ok());
+	EXPECT_NE(nr.message().find("other timelines"), std::string::npos) << nr.message();
+	expect_restores(g, 3);	// by number
+}

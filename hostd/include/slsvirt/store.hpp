@@ -178,6 +178,9 @@ RetentionPlan plan_retention(const std::vector<EpochView> &views, const Retentio
 // after a rewind and until an epoch newer than the rewind's `newest` is
 // restorable, the epoch the VM was restored to.
 std::set<uint64_t> timeline_pins(const std::string &vm_dir, const std::vector<EpochView> &views);
+// For "no restorable epoch" errors: "" or how many restorable epochs other
+// timelines hold (a restore by number takes them).
+std::string other_timeline_hint(const std::vector<EpochView> &views);
 
 struct LoadResult {
 	SegmentInfo info;		// of the epoch loaded (the chain's last segment)
